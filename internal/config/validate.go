@@ -1,0 +1,184 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FieldError is one problem in the file, at a field path such as clusters[1].server.
+type FieldError struct {
+	Path    string
+	Problem string
+}
+
+func (e FieldError) Error() string { return e.Path + ": " + e.Problem }
+
+// ValidationError lists every problem found, so they can all be fixed in one pass.
+type ValidationError struct {
+	Problems []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid config (%d problems):", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+type problems []FieldError
+
+func (p *problems) add(path, format string, args ...any) {
+	*p = append(*p, FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
+}
+
+var clusterName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// Validate checks the whole configuration and returns a *ValidationError listing every problem.
+func (c *Config) Validate() error {
+	var p problems
+	checkAddress(&p, "listen.address", c.Listen.Address, true)
+	checkAddress(&p, "listen.opsAddress", c.Listen.OpsAddress, false)
+	if c.Listen.OpsAddress != "" && c.Listen.OpsAddress == c.Listen.Address && !strings.HasSuffix(c.Listen.Address, ":0") {
+		p.add("listen.opsAddress", "must differ from listen.address (%q)", c.Listen.Address)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		p.add("tls", "set both certFile and keyFile, or neither to have a certificate generated in stateDir")
+	}
+	if c.StateDir == "" {
+		p.add("stateDir", "required: the gateway keeps its generated CA and keys there")
+	}
+	c.validateClusters(&p)
+	c.validateSession(&p)
+	if c.Limits.MaxHeaderBytes < 4<<10 {
+		p.add("limits.maxHeaderBytes", "must be at least 4096, got %d", c.Limits.MaxHeaderBytes)
+	}
+	if c.Limits.MaxBodyBytes < 1<<10 {
+		p.add("limits.maxBodyBytes", "must be at least 1024, got %d", c.Limits.MaxBodyBytes)
+	}
+	for name, d := range map[string]Duration{
+		"timeouts.request": c.Timeouts.Request, "timeouts.readHeader": c.Timeouts.ReadHeader,
+		"timeouts.idle": c.Timeouts.Idle, "timeouts.upstreamDial": c.Timeouts.UpstreamDial,
+		"timeouts.shutdownDrain": c.Timeouts.ShutdownDrain,
+	} {
+		if d < 0 {
+			p.add(name, "must not be negative, got %s", d.D())
+		}
+	}
+	for i, cidr := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			p.add(fmt.Sprintf("trustedProxies[%d]", i), "not a CIDR such as 10.0.0.0/8: %q", cidr)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		p.add("log.format", "must be json or text; got %q", c.Log.Format)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	sortProblems(p)
+	return &ValidationError{Problems: p}
+}
+
+func (c *Config) validateClusters(p *problems) {
+	if len(c.Clusters) == 0 {
+		p.add("clusters", "at least one cluster is required")
+	}
+	seen := map[string]int{}
+	defaults := 0
+	for i, cl := range c.Clusters {
+		path := fmt.Sprintf("clusters[%d]", i)
+		if !clusterName.MatchString(cl.Name) {
+			p.add(path+".name", "must be a DNS label (lowercase letters, digits, '-'), got %q", cl.Name)
+		} else if j, dup := seen[cl.Name]; dup {
+			p.add(path+".name", "%q is already used by clusters[%d]", cl.Name, j)
+		}
+		seen[cl.Name] = i
+		if cl.Default {
+			defaults++
+		}
+		sources := 0
+		for _, set := range []bool{cl.Kubeconfig != "", cl.TokenFile != "", cl.InCluster} {
+			if set {
+				sources++
+			}
+		}
+		switch {
+		case sources == 0:
+			p.add(path, "set one credential source: kubeconfig, tokenFile (with server) or inCluster")
+		case sources > 1:
+			p.add(path, "set only one credential source of kubeconfig, tokenFile and inCluster")
+		}
+		if cl.TokenFile != "" && cl.Server == "" {
+			p.add(path+".server", "required with tokenFile")
+		}
+		if cl.Context != "" && cl.Kubeconfig == "" {
+			p.add(path+".context", "only meaningful with kubeconfig")
+		}
+		if cl.Server != "" {
+			u, err := url.Parse(cl.Server)
+			switch {
+			case err != nil:
+				p.add(path+".server", "not a URL: %v", err)
+			case u.Scheme != "https":
+				p.add(path+".server", "must be an https:// URL, got %q", cl.Server)
+			case u.Host == "":
+				p.add(path+".server", "has no host: %q", cl.Server)
+			}
+		}
+	}
+	if defaults > 1 {
+		p.add("clusters", "only one cluster may be default, %d are", defaults)
+	}
+}
+
+func (c *Config) validateSession(p *problems) {
+	ttl := c.Session.TTL.D()
+	if ttl < time.Minute || ttl > 24*time.Hour {
+		p.add("session.ttl", "must be between 1m and 24h (session tokens are short-lived), got %s", ttl)
+	}
+	if r := c.Session.RotateEvery.D(); r != 0 && r < time.Hour {
+		p.add("session.rotateEvery", "must be 0 (off) or at least 1h, got %s", r)
+	}
+	if c.Session.Issuer == "" {
+		p.add("session.issuer", "required")
+	}
+}
+
+func checkAddress(p *problems, path, addr string, required bool) {
+	if addr == "" {
+		if required {
+			p.add(path, "required, e.g. \":6443\"")
+		}
+		return
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		p.add(path, "must be host:port such as \":6443\" or \"127.0.0.1:6443\", got %q", addr)
+	}
+}
+
+// sortProblems keeps the report stable for people and tests (map iteration above is random).
+func sortProblems(p problems) {
+	slices.SortStableFunc(p, func(a, b FieldError) int { return strings.Compare(a.Path, b.Path) })
+}
+
+// AsValidationError reports whether err lists configuration problems.
+func AsValidationError(err error) (*ValidationError, bool) {
+	var v *ValidationError
+	ok := errors.As(err, &v)
+	return v, ok
+}

@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/sets"
+	genericrequest "k8s.io/apiserver/pkg/endpoints/request"
+
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/kubestatus"
+	"github.com/kaccess/kaccess/internal/requestctx"
+)
+
+// withRecover answers 500 instead of dropping the connection when a handler panics.
+// http.ErrAbortHandler is how ReverseProxy ends a response it cannot finish; let it through.
+func withRecover(next http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.ErrorContext(r.Context(), "panic serving request", "panic", v)
+				kubestatus.Write(w, http.StatusInternalServerError, "InternalError", "internal error in the gateway")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withRequestID gives every request an id of the gateway's own (a client's is not trusted: it
+// becomes the API server's audit ID) and returns it to the client.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		state := &requestctx.State{ID: uuid.Must(uuid.NewV7()).String()}
+		w.Header().Set("X-Request-Id", state.ID)
+		next.ServeHTTP(w, r.WithContext(requestctx.WithState(r.Context(), state)))
+	})
+}
+
+var requestInfoFactory = &genericrequest.RequestInfoFactory{
+	APIPrefixes:          sets.NewString("api", "apis"),
+	GrouplessAPIPrefixes: sets.NewString("api"),
+}
+
+// withRequestInfo parses the Kubernetes verb, resource and names from the URL, as the API
+// server does, for metrics, logs, timeouts and (later) audit and grants.
+func withRequestInfo(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, err := requestInfoFactory.NewRequestInfo(r)
+		if err != nil {
+			kubestatus.BadRequest(w, "cannot parse the request path as a Kubernetes API request")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(genericrequest.WithRequestInfo(r.Context(), info)))
+	})
+}
+
+var longRunningSubresources = sets.New("exec", "attach", "portforward", "proxy")
+
+// isLongRunning reports requests that may stream for hours: they get no request timeout.
+func isLongRunning(r *http.Request) bool {
+	if httpstream.IsUpgradeRequest(r) {
+		return true
+	}
+	info, ok := genericrequest.RequestInfoFrom(r.Context())
+	if !ok {
+		return false
+	}
+	if info.Verb == "watch" || longRunningSubresources.Has(info.Subresource) {
+		return true
+	}
+	return info.Subresource == "log" && r.URL.Query().Get("follow") == "true"
+}
+
+// withTimeout bounds ordinary requests; long-running ones end when a side closes or at shutdown.
+func withTimeout(next http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d <= 0 || isLongRunning(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// withAuthentication takes the bearer credential off the request, so it never goes upstream,
+// and refuses the request with 401 unless a source recognises it.
+func withAuthentication(next http.Handler, a authn.TokenAuthenticator, m *metrics, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		token, err := authn.TakeBearerToken(r)
+		if err != nil {
+			m.authn.WithLabelValues("", authn.FailureReason(err)).Inc()
+			log.InfoContext(ctx, "authentication refused", "reason", err.Error())
+			if errors.Is(err, authn.ErrMultipleCredential) {
+				kubestatus.BadRequest(w, err.Error())
+				return
+			}
+			kubestatus.Unauthorized(w, err.Error())
+			return
+		}
+		id, ok, err := a.AuthenticateToken(ctx, token)
+		if err != nil || !ok {
+			if err == nil {
+				err = authn.ErrUnrecognized
+			}
+			m.authn.WithLabelValues("", authn.FailureReason(err)).Inc()
+			log.InfoContext(ctx, "authentication refused", "reason", err.Error())
+			kubestatus.Unauthorized(w, "Unauthorized: "+authn.ClientMessage(err))
+			return
+		}
+		m.authn.WithLabelValues(id.Source, "success").Inc()
+		if st := requestctx.From(ctx); st != nil {
+			st.User, st.Source = id.User, id.Source
+		}
+		next.ServeHTTP(w, r.WithContext(authn.WithIdentity(ctx, id)))
+	})
+}
+
+// statusRecorder remembers the code and size of a response. Unwrap lets http.ResponseController
+// reach the real writer for Flush (watch) and Hijack (upgrades).
+type statusRecorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+func (s *statusRecorder) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// withObservability counts and logs each request once it ends, with who made it.
+func withObservability(next http.Handler, cluster string, m *metrics, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		long := isLongRunning(r)
+		inflight := m.inflight.WithLabelValues(cluster, strconv.FormatBool(long))
+		inflight.Inc()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			inflight.Dec()
+			code := rec.code
+			if code == 0 {
+				code = http.StatusSwitchingProtocols // hijacked without a WriteHeader through us
+			}
+			info, _ := genericrequest.RequestInfoFrom(r.Context())
+			verb, resource := r.Method, ""
+			attrs := []any{"cluster", cluster,
+				"method", r.Method, "path", r.URL.Path, "code", code,
+				"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "bytes_out", rec.bytes,
+				"remote", r.RemoteAddr}
+			if info != nil {
+				verb, resource = info.Verb, info.Resource
+				if info.Subresource != "" {
+					resource += "/" + info.Subresource
+				}
+				attrs = append(attrs, "verb", info.Verb, "resource", resource, "namespace", info.Namespace, "name", info.Name)
+			}
+			if st := requestctx.From(r.Context()); st != nil && st.User != "" {
+				attrs = append(attrs, "user", st.User, "source", st.Source)
+			}
+			m.requests.WithLabelValues(cluster, verb, resource, strconv.Itoa(code)).Inc()
+			if !long {
+				m.latency.WithLabelValues(cluster, verb, resource).Observe(time.Since(start).Seconds())
+			}
+			log.InfoContext(r.Context(), "request", attrs...)
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}

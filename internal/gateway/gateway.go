@@ -1,0 +1,288 @@
+// Package gateway assembles kaccess' server from the feature packages: configuration, TLS,
+// session tokens, authentication, the impersonating proxy, health and metrics.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/config"
+	"github.com/kaccess/kaccess/internal/proxy"
+	"github.com/kaccess/kaccess/internal/session"
+	"github.com/kaccess/kaccess/internal/tlsutil"
+	"github.com/kaccess/kaccess/internal/upstream"
+)
+
+// Version is stamped at build time.
+var Version = "dev"
+
+// Gateway is a configured, not yet serving, gateway.
+type Gateway struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	metrics  *metrics
+	sessions *session.Manager
+	clusters []*upstream.Cluster
+	handler  http.Handler
+	tls      *tls.Config
+	// CAPEM is the CA clients must trust: the generated one, or nil with an operator certificate.
+	CAPEM []byte
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	proxyLn  net.Listener
+	opsLn    net.Listener
+}
+
+// New builds the gateway from a validated configuration.
+func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics()}
+	if err := g.setupTLS(); err != nil {
+		return nil, err
+	}
+	sessions, err := session.NewManager(session.Config{
+		Issuer: cfg.Session.Issuer, KeysDir: cfg.Session.KeysDir, TTL: cfg.Session.TTL.D(),
+		RotateEvery: cfg.Session.RotateEvery.D(), Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.sessions = sessions
+	authenticator := authn.Union{authn.Sessions{Verifier: sessions}}
+
+	var trusted []netip.Prefix
+	for _, c := range cfg.TrustedProxies {
+		trusted = append(trusted, netip.MustParsePrefix(c))
+	}
+	mux := http.NewServeMux()
+	for _, cc := range cfg.Clusters {
+		cl, err := upstream.Connect(cc, cfg.Timeouts.UpstreamDial.D(), "kaccess-gateway/"+Version)
+		if err != nil {
+			return nil, err
+		}
+		g.clusters = append(g.clusters, cl)
+		errs := g.metrics.upstreamErrors
+		name := cl.Name
+		p, err := proxy.New(proxy.Config{
+			Cluster: name, Upstream: cl.URL, Transport: cl.Transport, UpgradeTransport: cl.UpgradeTransport,
+			Impersonation:  proxy.NewSARChecker(cl.Client.AuthorizationV1().SubjectAccessReviews(), 10*time.Second),
+			TrustedProxies: trusted, MaxBodyBytes: cfg.Limits.MaxBodyBytes, Logger: log,
+			OnUpstreamError: func(kind string) { errs.WithLabelValues(name, kind).Inc() },
+		})
+		if err != nil {
+			return nil, err
+		}
+		chain := g.buildHandlerChain(name, p, authenticator)
+		prefix := "/clusters/" + name
+		mux.Handle(prefix+"/", http.StripPrefix(prefix, chain))
+		if cc.Default {
+			mux.Handle("/", chain)
+		}
+	}
+	g.handler = mux
+	return g, nil
+}
+
+// buildHandlerChain wraps the proxy in the steps every request passes, outermost first.
+func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.TokenAuthenticator) http.Handler {
+	h := p
+	// Ordinary requests are bounded in time; watches and upgrades are not. Inside
+	// authentication so a slow token check does not eat the upstream's time.
+	h = withTimeout(h, g.cfg.Timeouts.Request.D())
+	// Authenticate, removing the credential from the request; 401 for anything not valid.
+	h = withAuthentication(h, a, g.metrics, g.log)
+	// Count and log every request once it ends, including refusals by the steps inside.
+	h = withObservability(h, cluster, g.metrics, g.log)
+	// Know the Kubernetes verb and resource before anything below needs them.
+	h = withRequestInfo(h)
+	// A panic anywhere inside becomes a 500 with the request id in the log.
+	h = withRecover(h, g.log)
+	// First: every line logged and every upstream call carries the request id.
+	h = withRequestID(h)
+	return h
+}
+
+func (g *Gateway) setupTLS() error {
+	certFile, keyFile := g.cfg.TLS.CertFile, g.cfg.TLS.KeyFile
+	if certFile == "" {
+		var err error
+		certFile, keyFile, g.CAPEM, err = tlsutil.EnsureSelfSigned(filepath.Join(g.cfg.StateDir, "tls"), g.cfg.TLS.Hosts, time.Now())
+		if err != nil {
+			return fmt.Errorf("self-signed certificate: %w", err)
+		}
+	}
+	reloader, err := tlsutil.NewReloader(certFile, keyFile, func(err error) {
+		g.log.Error("TLS certificate reload failed; serving the previous one", "error", err.Error())
+	})
+	if err != nil {
+		return err
+	}
+	g.tls = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: reloader.GetCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+	return nil
+}
+
+// Sessions gives access to session tokens (logins mint them; tests too).
+func (g *Gateway) Sessions() *session.Manager { return g.sessions }
+
+// Handler is the proxy listener's handler, for tests that serve it themselves.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Listen binds both listeners, so callers (and tests) learn the real addresses before Serve.
+func (g *Gateway) Listen() error {
+	ln, err := net.Listen("tcp", g.cfg.Listen.Address)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", g.cfg.Listen.Address, err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.proxyLn = ln
+	if g.cfg.Listen.OpsAddress != "" {
+		ops, err := net.Listen("tcp", g.cfg.Listen.OpsAddress)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", g.cfg.Listen.OpsAddress, err)
+		}
+		g.opsLn = ops
+	}
+	return nil
+}
+
+// Addr is the proxy listener's address (after Listen).
+func (g *Gateway) Addr() string { return g.proxyLn.Addr().String() }
+
+// OpsAddr is the operations listener's address (after Listen), or "".
+func (g *Gateway) OpsAddr() string {
+	if g.opsLn == nil {
+		return ""
+	}
+	return g.opsLn.Addr().String()
+}
+
+// Run serves until ctx ends, then drains: /readyz turns 503 so load balancers stop sending,
+// in-flight requests get timeouts.shutdownDrain to finish, and long-running streams are then cut.
+func (g *Gateway) Run(ctx context.Context) error {
+	if g.proxyLn == nil {
+		if err := g.Listen(); err != nil {
+			return err
+		}
+	}
+	// Long-running requests derive from this context, so shutdown can end them.
+	streams, cutStreams := context.WithCancel(context.Background())
+	defer cutStreams()
+	srv := &http.Server{
+		Handler:           g.handler,
+		TLSConfig:         g.tls,
+		MaxHeaderBytes:    g.cfg.Limits.MaxHeaderBytes,
+		ReadHeaderTimeout: g.cfg.Timeouts.ReadHeader.D(),
+		IdleTimeout:       g.cfg.Timeouts.Idle.D(),
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return streams },
+	}
+	servers := []*http.Server{srv}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.ServeTLS(g.proxyLn, "", "") }()
+	if g.opsLn != nil {
+		ops := &http.Server{Handler: g.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, ops)
+		go func() { errc <- ops.Serve(g.opsLn) }()
+	}
+	probes, stopProbes := context.WithCancel(context.Background())
+	defer stopProbes()
+	for _, cl := range g.clusters {
+		go cl.ProbeEvery(probes, 5*time.Second)
+	}
+	go g.exportReadiness(probes)
+	if g.cfg.Session.RotateEvery > 0 {
+		go func() { _ = g.sessions.Run(probes) }()
+	}
+	g.log.Info("gateway serving", "address", g.Addr(), "ops_address", g.OpsAddr(), "version", Version)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	g.draining.Store(true)
+	g.log.Info("draining", "timeout", g.cfg.Timeouts.ShutdownDrain.D().String())
+	drain, cancel := context.WithTimeout(context.Background(), g.cfg.Timeouts.ShutdownDrain.D())
+	defer cancel()
+	err := srv.Shutdown(drain)
+	cutStreams()
+	if err != nil {
+		g.log.Warn("drain timed out; closing remaining connections", "error", err.Error())
+		_ = srv.Close()
+	}
+	for _, s := range servers[1:] {
+		_ = s.Close()
+	}
+	g.log.Info("stopped")
+	return nil
+}
+
+func (g *Gateway) exportReadiness(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		for _, cl := range g.clusters {
+			ok, _ := cl.Ready()
+			v := 0.0
+			if ok {
+				v = 1
+			}
+			g.metrics.upstreamReady.WithLabelValues(cl.Name).Set(v)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// opsHandler serves liveness, readiness and metrics. Readiness means every upstream answered
+// its last probe and the gateway is not draining.
+func (g *Gateway) opsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var problems []string
+		if g.draining.Load() {
+			problems = append(problems, "shutting down")
+		}
+		for _, cl := range g.clusters {
+			if ok, why := cl.Ready(); !ok {
+				problems = append(problems, fmt.Sprintf("cluster %s: %s", cl.Name, why))
+			}
+		}
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: %s\n", strings.Join(problems, "; "))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// ErrConfig marks a configuration the gateway cannot start with.
+var ErrConfig = errors.New("configuration")

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Impersonation headers, as kube-apiserver reads them.
+const (
+	hdrImpersonateUser  = "Impersonate-User"
+	hdrImpersonateGroup = "Impersonate-Group"
+	hdrImpersonateUID   = "Impersonate-Uid"
+	hdrImpersonateExtra = "Impersonate-Extra-"
+)
+
+// ImpersonationRequest is what a client asked for with kubectl --as / --as-group / --as-uid /
+// --as-user-extra. It is honoured only when the API server says the real user may impersonate.
+type ImpersonationRequest struct {
+	User   string
+	UID    string
+	Groups []string
+	Extra  map[string][]string
+}
+
+// errSmuggledHeader is a client trying to set a header only a trusted front proxy may set.
+type errSmuggledHeader struct{ name string }
+
+func (e errSmuggledHeader) Error() string {
+	return fmt.Sprintf("header %s is not accepted from clients: the gateway sets identity itself", e.name)
+}
+
+// takeClientIdentityHeaders removes every identity-bearing header a client sent, so nothing of
+// it can reach the API server, and returns the impersonation the client asked for, if any.
+// X-Remote-* (the API server's front-proxy headers) are refused outright: no client has a
+// reason to send them, and one that does is trying to become someone else.
+func takeClientIdentityHeaders(h http.Header) (*ImpersonationRequest, error) {
+	var req ImpersonationRequest
+	asked := false
+	for name, values := range h {
+		canonical := http.CanonicalHeaderKey(name)
+		switch {
+		case strings.HasPrefix(canonical, "X-Remote-"):
+			return nil, errSmuggledHeader{name: canonical}
+		case canonical == hdrImpersonateUser:
+			if len(values) != 1 || values[0] == "" {
+				return nil, errors.New("send exactly one non-empty Impersonate-User header")
+			}
+			req.User, asked = values[0], true
+		case canonical == hdrImpersonateUID:
+			if len(values) != 1 || values[0] == "" {
+				return nil, errors.New("send at most one non-empty Impersonate-Uid header")
+			}
+			req.UID, asked = values[0], true
+		case canonical == hdrImpersonateGroup:
+			req.Groups, asked = append(req.Groups, values...), true
+		case strings.HasPrefix(canonical, hdrImpersonateExtra):
+			key, err := url.PathUnescape(canonical[len(hdrImpersonateExtra):])
+			if err != nil || key == "" {
+				return nil, fmt.Errorf("malformed %s header", canonical)
+			}
+			if req.Extra == nil {
+				req.Extra = map[string][]string{}
+			}
+			req.Extra[strings.ToLower(key)] = append(req.Extra[strings.ToLower(key)], values...)
+			asked = true
+		case strings.HasPrefix(canonical, "Impersonate-"):
+			return nil, errSmuggledHeader{name: canonical}
+		default:
+			continue
+		}
+		delete(h, name)
+	}
+	if !asked {
+		return nil, nil
+	}
+	if req.User == "" {
+		return nil, errors.New("Impersonate-Group, Impersonate-Uid and Impersonate-Extra-* need Impersonate-User (kubectl --as)")
+	}
+	return &req, nil
+}
+
+// setImpersonation writes the identity the API server must act as. Called on a request whose
+// client identity headers are already gone.
+func setImpersonation(h http.Header, user, uid string, groups []string, extra map[string][]string) {
+	h.Set(hdrImpersonateUser, user)
+	if uid != "" {
+		h.Set(hdrImpersonateUID, uid)
+	}
+	for _, g := range groups {
+		h.Add(hdrImpersonateGroup, g)
+	}
+	for k, vs := range extra {
+		name := hdrImpersonateExtra + escapeExtraKey(k)
+		for _, v := range vs {
+			h.Add(name, v)
+		}
+	}
+}
+
+// escapeExtraKey percent-encodes what may not appear in a header name (kube-apiserver unescapes
+// it), e.g. "kaccess.io/source" -> "kaccess.io%2Fsource".
+func escapeExtraKey(k string) string {
+	var b strings.Builder
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if isTokenChar(c) && c != '%' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}

@@ -1,0 +1,257 @@
+// Package proxy forwards an authenticated request to kube-apiserver as the user who made it.
+//
+// The gateway speaks to the API server with its own credentials and names the user with
+// Impersonate-* headers. Everything a client sent that could claim an identity is removed or
+// refused first: client-go's impersonating transport would keep a client's own headers, so the
+// proxy sets them itself. Streams (watch) are flushed as they come, and connection upgrades
+// (exec, attach, port-forward over SPDY or WebSocket) are handed through whole.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/httpstream"
+
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/kubestatus"
+	"github.com/kaccess/kaccess/internal/requestctx"
+)
+
+// Extra keys the gateway adds to every impersonated identity, so the API server's own audit log
+// shows where the identity came from. The gateway's ClusterRole allows exactly these.
+const (
+	ExtraSource       = "kaccess.io/source"
+	ExtraSessionID    = "kaccess.io/session-id"
+	ExtraOriginalUser = "kaccess.io/original-user"
+)
+
+// Config is what a Proxy needs for one upstream cluster.
+type Config struct {
+	// Cluster names the upstream in logs and errors.
+	Cluster string
+	// Upstream is the API server's URL.
+	Upstream *url.URL
+	// Transport carries ordinary requests (HTTP/2) with the gateway's own credentials.
+	Transport http.RoundTripper
+	// UpgradeTransport carries connection upgrades; it must speak HTTP/1.1, because SPDY and
+	// WebSocket upgrades do not exist in HTTP/2.
+	UpgradeTransport http.RoundTripper
+	// Impersonation decides kubectl --as requests.
+	Impersonation ImpersonationChecker
+	// TrustedProxies are peers whose X-Forwarded-For is kept.
+	TrustedProxies []netip.Prefix
+	// MaxBodyBytes bounds request bodies.
+	MaxBodyBytes int64
+	// Logger, and OnUpstreamError counting failures by kind ("unreachable", "timeout", ...).
+	Logger          *slog.Logger
+	OnUpstreamError func(kind string)
+}
+
+// Proxy is an http.Handler forwarding to one cluster.
+type Proxy struct {
+	cfg      Config
+	ordinary *httputil.ReverseProxy
+	upgrade  *httputil.ReverseProxy
+}
+
+// New checks cfg and builds the proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Upstream == nil || cfg.Transport == nil || cfg.UpgradeTransport == nil || cfg.Impersonation == nil {
+		return nil, errors.New("proxy: Upstream, Transport, UpgradeTransport and Impersonation are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.OnUpstreamError == nil {
+		cfg.OnUpstreamError = func(string) {}
+	}
+	p := &Proxy{cfg: cfg}
+	p.ordinary = p.reverseProxy(cfg.Transport)
+	p.upgrade = p.reverseProxy(cfg.UpgradeTransport)
+	return p, nil
+}
+
+func (p *Proxy) reverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:   p.rewrite,
+		Transport: rt,
+		// Flush every write at once: a watch event must reach kubectl when it happens.
+		FlushInterval: -1,
+		ErrorHandler:  p.upstreamError,
+		ErrorLog:      slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// forward carries, from ServeHTTP to rewrite, the identity headers decided for the request.
+type forward struct {
+	header http.Header
+}
+
+type forwardKey struct{}
+
+// ServeHTTP authorizes any impersonation the client asked for, then forwards the request.
+// It expects the authentication step to have put the identity in the context and removed the
+// client's credential.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, ok := authn.IdentityFrom(r.Context())
+	if !ok {
+		// Fail closed: a wiring mistake must never forward as the gateway itself.
+		kubestatus.Unauthorized(w, "Unauthorized")
+		return
+	}
+	if len(r.Header.Values("Authorization")) > 0 {
+		kubestatus.BadRequest(w, "a credential is left on the request; send exactly one Authorization header")
+		return
+	}
+	asked, err := takeClientIdentityHeaders(r.Header)
+	if err != nil {
+		p.cfg.Logger.WarnContext(r.Context(), "refused identity header", "user", id.User, "reason", err.Error())
+		kubestatus.BadRequest(w, err.Error())
+		return
+	}
+	if slices.Contains(id.Groups, "system:masters") {
+		// No login source may hand out the API server's break-glass group through the gateway.
+		kubestatus.Forbidden(w, "the gateway never forwards membership of system:masters")
+		return
+	}
+	out := http.Header{}
+	extra := map[string][]string{}
+	for k, v := range id.Extra {
+		extra[k] = v
+	}
+	if id.Source != "" {
+		extra[ExtraSource] = []string{id.Source}
+	}
+	if id.SessionID != "" {
+		extra[ExtraSessionID] = []string{id.SessionID}
+	}
+	if asked == nil {
+		setImpersonation(out, id.User, id.UID, id.Groups, extra)
+	} else {
+		allowed, refusal, err := p.cfg.Impersonation.CheckImpersonation(r.Context(), id, asked)
+		if err != nil {
+			p.cfg.Logger.ErrorContext(r.Context(), "impersonation check failed", "user", id.User, "error", err.Error())
+			p.cfg.OnUpstreamError("impersonation_check")
+			kubestatus.Write(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the gateway could not check the impersonation with the API server; try again")
+			return
+		}
+		if !allowed {
+			p.cfg.Logger.WarnContext(r.Context(), "impersonation refused", "user", id.User, "as_user", asked.User, "as_groups", asked.Groups)
+			kubestatus.Forbidden(w, refusal)
+			return
+		}
+		for k, v := range asked.Extra {
+			extra[k] = v
+		}
+		// Keep the real user visible in the API server's audit log.
+		extra[ExtraOriginalUser] = []string{id.User}
+		setImpersonation(out, asked.User, asked.UID, asked.Groups, extra)
+	}
+	if r.ContentLength > p.cfg.MaxBodyBytes && p.cfg.MaxBodyBytes > 0 {
+		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
+			fmt.Sprintf("request body of %d bytes is over the gateway's limit of %d bytes", r.ContentLength, p.cfg.MaxBodyBytes))
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody && p.cfg.MaxBodyBytes > 0 {
+		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), forwardKey{}, forward{header: out}))
+	if httpstream.IsUpgradeRequest(r) {
+		p.upgrade.ServeHTTP(w, r)
+		return
+	}
+	p.ordinary.ServeHTTP(w, r)
+}
+
+// rewrite builds the upstream request. ReverseProxy has already dropped hop-by-hop headers and
+// any X-Forwarded-* the client sent.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(p.cfg.Upstream)
+	pr.Out.Host = p.cfg.Upstream.Host
+	h := pr.Out.Header
+	// Belt and braces: nothing identity-bearing from the client survives, whatever path led here.
+	for name := range h {
+		c := http.CanonicalHeaderKey(name)
+		if strings.HasPrefix(c, "Impersonate-") || strings.HasPrefix(c, "X-Remote-") || c == "Authorization" {
+			delete(h, name)
+		}
+	}
+	if fwd, ok := pr.In.Context().Value(forwardKey{}).(forward); ok {
+		for k, v := range fwd.header {
+			h[k] = v
+		}
+	}
+	// The request id becomes the API server's audit ID, so both audit trails join up; a
+	// client-chosen Audit-ID is never passed on.
+	if id := requestctx.RequestID(pr.In.Context()); id != "" {
+		h.Set("Audit-Id", id)
+		h.Set("X-Request-Id", id)
+	} else {
+		h.Del("Audit-Id")
+	}
+	p.setForwardedFor(pr)
+}
+
+// setForwardedFor tells the API server the client's address. An inbound X-Forwarded-For is kept
+// only from a trusted load balancer; from anyone else it could be forged.
+func (p *Proxy) setForwardedFor(pr *httputil.ProxyRequest) {
+	host, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		return
+	}
+	prior := pr.In.Header.Values("X-Forwarded-For")
+	if len(prior) > 0 && p.trusted(host) {
+		pr.Out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+host)
+		return
+	}
+	pr.Out.Header.Set("X-Forwarded-For", host)
+}
+
+func (p *Proxy) trusted(host string) bool {
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, pfx := range p.cfg.TrustedProxies {
+		if pfx.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// upstreamError answers for an API server that could not be reached or did not answer in time.
+// The detail goes to the log; the client gets a short, safe message.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
+			fmt.Sprintf("request body is over the gateway's limit of %d bytes", tooBig.Limit))
+		return
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nothing to answer.
+		w.WriteHeader(499)
+		return
+	case errors.Is(err, context.DeadlineExceeded):
+		p.cfg.OnUpstreamError("timeout")
+		p.cfg.Logger.WarnContext(r.Context(), "upstream timeout", "cluster", p.cfg.Cluster, "error", err.Error())
+		kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the API server did not answer in time; try again or raise timeouts.request")
+		return
+	}
+	p.cfg.OnUpstreamError("unreachable")
+	p.cfg.Logger.ErrorContext(r.Context(), "upstream error", "cluster", p.cfg.Cluster, "error", err.Error())
+	kubestatus.Write(w, http.StatusBadGateway, "ServiceUnavailable",
+		fmt.Sprintf("the gateway could not reach the API server of cluster %q; try again shortly", p.cfg.Cluster))
+}

@@ -1,0 +1,34 @@
+// Package requestctx carries per-request state through the handler chain under an unexported key.
+package requestctx
+
+import "context"
+
+// State is filled in as a request passes the chain. Outer steps (logging, metrics, later audit)
+// read what inner steps (authentication) found, so it is shared by pointer.
+type State struct {
+	// ID is the gateway's id for the request, also sent upstream as the audit ID.
+	ID string
+	// User and Source are set once the request is authenticated.
+	User, Source string
+}
+
+type stateKey struct{}
+
+// WithState returns ctx carrying s.
+func WithState(ctx context.Context, s *State) context.Context {
+	return context.WithValue(ctx, stateKey{}, s)
+}
+
+// From returns the request's state, or nil outside a request.
+func From(ctx context.Context) *State {
+	s, _ := ctx.Value(stateKey{}).(*State)
+	return s
+}
+
+// RequestID returns the request's id, or "".
+func RequestID(ctx context.Context) string {
+	if s := From(ctx); s != nil {
+		return s.ID
+	}
+	return ""
+}
