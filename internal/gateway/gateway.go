@@ -21,6 +21,7 @@ import (
 
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/config"
+	"github.com/kaccess/kaccess/internal/kubestatus"
 	"github.com/kaccess/kaccess/internal/proxy"
 	"github.com/kaccess/kaccess/internal/session"
 	"github.com/kaccess/kaccess/internal/tlsutil"
@@ -93,6 +94,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 			mux.Handle("/", chain)
 		}
 	}
+	// Unknown cluster names end here rather than at the default cluster, which would answer
+	// with a confusing 403 for a path it does not have.
+	mux.HandleFunc("/clusters/{name}/", func(w http.ResponseWriter, r *http.Request) {
+		kubestatus.Write(w, http.StatusNotFound, "NotFound",
+			fmt.Sprintf("no cluster named %q behind this gateway; check the server URL in your kubeconfig", r.PathValue("name")))
+	})
 	g.handler = mux
 	return g, nil
 }

@@ -39,7 +39,7 @@ type testGateway struct {
 }
 
 // startGateway serves a gateway for the test's lifetime. mutate may change its config.
-func startGateway(t *testing.T, mutate func(*config.Config)) *testGateway {
+func startGateway(t testing.TB, mutate func(*config.Config)) *testGateway {
 	t.Helper()
 	c := testenv.Shared(t)
 	cfg := &config.Config{
@@ -56,7 +56,9 @@ func startGateway(t *testing.T, mutate func(*config.Config)) *testGateway {
 		t.Fatal(err)
 	}
 	logs := &lockedWriter{w: &bytes.Buffer{}}
-	g, err := New(cfg, slog.New(WithRequestIDs(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	g, err := New(cfg, slog.New(WithRequestIDs(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func startGateway(t *testing.T, mutate func(*config.Config)) *testGateway {
 }
 
 // mint returns a session token for user in groups.
-func (g *testGateway) mint(t *testing.T, user string, groups ...string) string {
+func (g *testGateway) mint(t testing.TB, user string, groups ...string) string {
 	t.Helper()
 	token, _, err := g.Sessions().Mint(context.Background(), session.Claims{User: user, UID: "uid-" + user, Groups: groups, Source: "test"})
 	if err != nil {

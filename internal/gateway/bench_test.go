@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kaccess/kaccess/internal/config"
+	"github.com/kaccess/kaccess/internal/testenv"
+)
+
+// benchResult is one side of the side-by-side comparison.
+type benchResult struct {
+	rps      float64
+	p50, p99 time.Duration
+}
+
+// BenchmarkGatewayVsDirect compares GETs through the gateway with GETs straight to
+// kube-apiserver as the same identity (the gateway's credentials impersonating the user, which
+// is what the gateway forwards), at 32 concurrent clients, in one run, and prints the ratio.
+func BenchmarkGatewayVsDirect(b *testing.B) {
+	c := testenv.Shared(b)
+	c.MustNamespace(b, "bench")
+	c.MustGrantRole(b, "bench", "bench-read", []rbacv1.PolicyRule{readConfigMaps}, testenv.User("bench-user"))
+	_, err := c.AdminClient().CoreV1().ConfigMaps("bench").Create(context.Background(),
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	g := startGateway(b, func(c *config.Config) { c.Log.Level = "error" })
+	token := g.mint(b, "bench-user", "bench:group")
+	path := "/api/v1/namespaces/bench/configmaps/bench"
+
+	direct := func(req *http.Request) {
+		req.Header.Set("Authorization", "Bearer "+c.GatewayToken)
+		req.Header.Set("Impersonate-User", "bench-user")
+		req.Header.Add("Impersonate-Group", "bench:group")
+		req.Header.Set("Impersonate-Uid", "uid-bench-user")
+		req.Header.Set("Impersonate-Extra-Kaccess.io%2Fsource", "test")
+	}
+	viaGateway := func(req *http.Request) { req.Header.Set("Authorization", "Bearer "+token) }
+
+	results := map[string]benchResult{}
+	b.Run("direct", func(b *testing.B) { results["direct"] = loadGET(b, c.URL+path, c.CAData, direct) })
+	b.Run("gateway", func(b *testing.B) { results["gateway"] = loadGET(b, g.URL+path, g.CAPEM, viaGateway) })
+	d, gw := results["direct"], results["gateway"]
+	if d.rps > 0 && gw.rps > 0 {
+		fmt.Printf("gateway/direct at 32 clients: throughput ratio %.2f (gateway %.0f req/s, direct %.0f req/s); "+
+			"p50 %v vs %v; p99 %v vs %v (added %v)\n",
+			gw.rps/d.rps, gw.rps, d.rps, gw.p50, d.p50, gw.p99, d.p99, gw.p99-d.p99)
+	}
+}
+
+// loadGET runs b.N GETs from 32 goroutines and reports throughput and latency percentiles.
+func loadGET(b *testing.B, url string, caPEM []byte, auth func(*http.Request)) benchResult {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
+	}}
+	defer client.CloseIdleConnections()
+	get := func() time.Duration {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Accept", "application/json")
+		auth(req)
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Error(err)
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Errorf("GET %s: %d", url, resp.StatusCode)
+		}
+		return time.Since(start)
+	}
+	for range 50 { // warm up connections and caches
+		get()
+	}
+	var mu sync.Mutex
+	var all []time.Duration
+	b.SetParallelism(16) // 16 x GOMAXPROCS(2) = 32 concurrent clients
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			mine = append(mine, get())
+		}
+		mu.Lock()
+		all = append(all, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(all)
+	r := benchResult{rps: float64(len(all)) / elapsed.Seconds()}
+	if len(all) > 0 {
+		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
+	}
+	b.ReportMetric(r.rps, "req/s")
+	b.ReportMetric(float64(r.p50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(r.p99.Microseconds()), "p99-µs")
+	return r
+}
