@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export KACCESS_BIN_DIR := $(BIN)
 
-.PHONY: all build tools run test test-unit bench lint verify fmt clean help
+.PHONY: all build tools run test bench lint fmt clean help
 
 all: build
 
@@ -32,10 +32,10 @@ $(BIN)/etcd: hack/tools/go.mod hack/tools/go.sum hack/tools/etcd/main.go
 run: tools build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
 	@$(GO) run ./hack/devenv
 
-test: tools ## Run every test against real components (needs kubectl on PATH)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+test: tools lint ## Lint, then run every test against real components (needs kubectl on PATH)
 	@command -v kubectl >/dev/null || { echo "kubectl is needed on PATH for the end-to-end tests"; exit 1; }
-	@echo ">> go vet"
-	@$(GO) vet ./...
 	@echo ">> go test (real etcd + kube-apiserver are started per test binary)"
 	@$(GO) test -count=1 -timeout 20m ./...
 	@echo ">> go test -race on the concurrent packages"
@@ -44,9 +44,11 @@ test: tools ## Run every test against real components (needs kubectl on PATH)
 bench: tools ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/session/ ./internal/gateway/
 
-lint: ## go vet and gofmt
-	@$(GO) vet ./...
+lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
+	@echo ">> gofmt, go vet, staticcheck"
 	@test -z "$$(gofmt -l cmd internal hack)" || { gofmt -l cmd internal hack; echo "run: make fmt"; exit 1; }
+	@$(GO) vet ./...
+	@$(GO) run $(STATICCHECK) ./...
 
 fmt:
 	@gofmt -w cmd internal hack
