@@ -42,6 +42,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newServeCommand(&configPath, stderr),
 		newCheckConfigCommand(&configPath, stdout),
 		newTokenCommand(&configPath, stdout),
+		newKeysCommand(&configPath, stdout),
 	)
 	return root
 }

@@ -51,3 +51,29 @@ func TestTokenRefusesSystemMasters(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestKeysRotateKeepsOldKeys(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "keys")
+	run := func(args ...string) string {
+		var out, errOut bytes.Buffer
+		cmd := newRootCommand(&out, &errOut)
+		cmd.SetArgs(append(args, "--keys-dir", dir))
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return out.String()
+	}
+	first := run("keys", "rotate")
+	if strings.Count(first, "true") != 1 || strings.Count(first, "\n") != 2 {
+		t.Fatalf("first rotate made more than one key:\n%s", first)
+	}
+	second := run("keys", "rotate")
+	lines := strings.Split(strings.TrimSpace(second), "\n")
+	if len(lines) != 3 || !strings.HasSuffix(lines[1], "false") || !strings.HasSuffix(lines[2], "true") {
+		t.Fatalf("after the second rotate want the old key kept and the new one signing:\n%s", second)
+	}
+	if out := run("keys", "prune"); !strings.Contains(out, "nothing to prune") {
+		t.Fatalf("prune removed a key still within a token's life:\n%s", out)
+	}
+}

@@ -115,8 +115,10 @@ func loadKeyFile(path string) (*key, error) {
 	if info.IsDir() {
 		return nil, nil
 	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s: mode %04o is readable by group or others; want 0600", path, perm)
+	// Group read is allowed: a Secret volume with fsGroup makes keys 0440 for a non-root
+	// gateway. Anything for others, or any write beyond the owner, is refused.
+	if perm := info.Mode().Perm(); perm&0o027 != 0 {
+		return nil, fmt.Errorf("key file %s: mode %04o lets others read it or non-owners write it; want 0600, 0400 or 0440", path, perm)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

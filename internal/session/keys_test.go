@@ -61,20 +61,20 @@ func TestLoadKeysRefusesBadFiles(t *testing.T) {
 		setup   func(t *testing.T, dir string) string // returns the offending file name
 		wantErr string
 	}{
-		{"group/world readable", func(t *testing.T, dir string) string {
+		{"world readable", func(t *testing.T, dir string) string {
 			k := writeTestKey(t, dir, "20261125T114300Z-0000000a")
 			if err := os.Chmod(filepath.Join(dir, k+".pem"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			return k + ".pem"
-		}, "readable by group or others"},
-		{"group readable only", func(t *testing.T, dir string) string {
+		}, "lets others read it"},
+		{"group writable", func(t *testing.T, dir string) string {
 			k := writeTestKey(t, dir, "20261125T114300Z-0000000b")
-			if err := os.Chmod(filepath.Join(dir, k+".pem"), 0o640); err != nil {
+			if err := os.Chmod(filepath.Join(dir, k+".pem"), 0o660); err != nil {
 				t.Fatal(err)
 			}
 			return k + ".pem"
-		}, "readable by group or others"},
+		}, "non-owners write it"},
 		{"not Ed25519", func(t *testing.T, dir string) string {
 			writeFile(t, filepath.Join(dir, "ec.pem"), ecPEM)
 			return "ec.pem"
@@ -336,4 +336,21 @@ func kidsOf(keys []KeyInfo) []string {
 		kids = append(kids, k.KID)
 	}
 	return kids
+}
+
+// A Secret volume with fsGroup gives a non-root gateway its keys as 0440: accepted.
+func TestKeyFileReadableByGroupIsAccepted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	kid := writeTestKey(t, dir, "20261125T114300Z-0000000c")
+	if err := os.Chmod(filepath.Join(dir, kid+".pem"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(Config{Issuer: "kaccess", KeysDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := m.Keys(); len(keys) != 1 || keys[0].KID != kid {
+		t.Fatalf("keys = %+v", keys)
+	}
 }
