@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ import (
 type benchResult struct {
 	rps      float64
 	p50, p99 time.Duration
+	// cpuPerReq is this process's CPU per request: the load generator's, plus the gateway's
+	// when it serves in this process. The difference between the two runs is the gateway's.
+	cpuPerReq time.Duration
 }
 
 // BenchmarkGatewayVsDirect compares GETs through the gateway with GETs straight to
@@ -58,8 +62,10 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	d, gw := results["direct"], results["gateway"]
 	if d.rps > 0 && gw.rps > 0 {
 		fmt.Printf("gateway/direct at 32 clients: throughput ratio %.2f (gateway %.0f req/s, direct %.0f req/s); "+
-			"p50 %v vs %v; p99 %v vs %v (added %v)\n",
-			gw.rps/d.rps, gw.rps, d.rps, gw.p50, d.p50, gw.p99, d.p99, gw.p99-d.p99)
+			"p50 %v vs %v; p99 %v vs %v (added %v); gateway CPU per request %v\n",
+			gw.rps/d.rps, gw.rps, d.rps, gw.p50.Round(time.Microsecond), d.p50.Round(time.Microsecond),
+			gw.p99.Round(time.Microsecond), d.p99.Round(time.Microsecond), (gw.p99 - d.p99).Round(time.Microsecond),
+			gw.cpuPerReq-d.cpuPerReq)
 	}
 }
 
@@ -95,6 +101,7 @@ func loadGET(b *testing.B, url string, caPEM []byte, auth func(*http.Request)) b
 	var all []time.Duration
 	b.SetParallelism(16) // 16 x GOMAXPROCS(2) = 32 concurrent clients
 	b.ResetTimer()
+	cpuBefore := processCPU()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
@@ -106,14 +113,28 @@ func loadGET(b *testing.B, url string, caPEM []byte, auth func(*http.Request)) b
 		mu.Unlock()
 	})
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpuBefore
 	b.StopTimer()
 	slices.Sort(all)
 	r := benchResult{rps: float64(len(all)) / elapsed.Seconds()}
+	if len(all) > 0 {
+		r.cpuPerReq = cpu / time.Duration(len(all))
+	}
 	if len(all) > 0 {
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
 	b.ReportMetric(r.rps, "req/s")
 	b.ReportMetric(float64(r.p50.Microseconds()), "p50-µs")
 	b.ReportMetric(float64(r.p99.Microseconds()), "p99-µs")
+	b.ReportMetric(float64(r.cpuPerReq.Microseconds()), "cpu-µs/req")
 	return r
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -165,31 +165,39 @@ func withObservability(next http.Handler, cluster string, m *metrics, log *slog.
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			inflight.Dec()
+			elapsed := time.Since(start)
 			code := rec.code
 			if code == 0 {
 				code = http.StatusSwitchingProtocols // hijacked without a WriteHeader through us
 			}
-			info, _ := genericrequest.RequestInfoFrom(r.Context())
 			verb, resource := r.Method, ""
-			attrs := []any{"cluster", cluster,
-				"method", r.Method, "path", r.URL.Path, "code", code,
-				"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "bytes_out", rec.bytes,
-				"remote", r.RemoteAddr}
+			info, _ := genericrequest.RequestInfoFrom(r.Context())
 			if info != nil {
 				verb, resource = info.Verb, info.Resource
 				if info.Subresource != "" {
 					resource += "/" + info.Subresource
 				}
-				attrs = append(attrs, "verb", info.Verb, "resource", resource, "namespace", info.Namespace, "name", info.Name)
-			}
-			if st := requestctx.From(r.Context()); st != nil && st.User != "" {
-				attrs = append(attrs, "user", st.User, "source", st.Source)
 			}
 			m.requests.WithLabelValues(cluster, verb, resource, strconv.Itoa(code)).Inc()
 			if !long {
-				m.latency.WithLabelValues(cluster, verb, resource).Observe(time.Since(start).Seconds())
+				m.latency.WithLabelValues(cluster, verb, resource).Observe(elapsed.Seconds())
 			}
-			log.InfoContext(r.Context(), "request", attrs...)
+			if !log.Enabled(r.Context(), slog.LevelInfo) {
+				return
+			}
+			attrs := make([]slog.Attr, 0, 16)
+			attrs = append(attrs, slog.String("cluster", cluster), slog.String("method", r.Method),
+				slog.String("path", r.URL.Path), slog.Int("code", code),
+				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+				slog.Int64("bytes_out", rec.bytes), slog.String("remote", r.RemoteAddr))
+			if info != nil {
+				attrs = append(attrs, slog.String("verb", info.Verb), slog.String("resource", resource),
+					slog.String("namespace", info.Namespace), slog.String("name", info.Name))
+			}
+			if st := requestctx.From(r.Context()); st != nil && st.User != "" {
+				attrs = append(attrs, slog.String("user", st.User), slog.String("source", st.Source))
+			}
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}()
 		next.ServeHTTP(rec, r)
 	})

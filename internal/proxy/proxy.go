@@ -76,15 +76,17 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.OnUpstreamError = func(string) {}
 	}
 	p := &Proxy{cfg: cfg}
-	p.ordinary = p.reverseProxy(cfg.Transport)
-	p.upgrade = p.reverseProxy(cfg.UpgradeTransport)
+	buffers := newBufferPool()
+	p.ordinary = p.reverseProxy(cfg.Transport, buffers)
+	p.upgrade = p.reverseProxy(cfg.UpgradeTransport, buffers)
 	return p, nil
 }
 
-func (p *Proxy) reverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
+func (p *Proxy) reverseProxy(rt http.RoundTripper, buffers httputil.BufferPool) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:   p.rewrite,
-		Transport: rt,
+		Rewrite:    p.rewrite,
+		Transport:  rt,
+		BufferPool: buffers,
 		// No periodic flushing: ReverseProxy flushes every write of a streaming response (a
 		// watch, a followed log: no Content-Length) at once by itself, and batching the writes
 		// of ordinary responses saves a TLS record and a syscall each. The watch test holds
