@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/requestctx"
+)
+
+// recordingUpstream answers 200 and keeps the headers of the last request it saw.
+func recordingUpstream(t *testing.T) (*url.URL, func() http.Header) {
+	t.Helper()
+	seen := make(chan http.Header, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u, func() http.Header {
+		select {
+		case h := <-seen:
+			return h
+		default:
+			return nil
+		}
+	}
+}
+
+type denyAll struct{}
+
+func (denyAll) CheckImpersonation(context.Context, *authn.Identity, *ImpersonationRequest) (bool, string, error) {
+	return false, "no", nil
+}
+
+func serve(t *testing.T, p *Proxy, id *authn.Identity, remote string, h http.Header) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces", nil)
+	r.RemoteAddr = remote
+	for k, v := range h {
+		r.Header[k] = v
+	}
+	ctx := requestctx.WithState(r.Context(), &requestctx.State{ID: "req-1"})
+	if id != nil {
+		ctx = authn.WithIdentity(ctx, id)
+	}
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, r.WithContext(ctx))
+	return w
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	t.Parallel()
+	upstream, last := recordingUpstream(t)
+	p, err := New(Config{
+		Cluster: "c", Upstream: upstream, Transport: http.DefaultTransport, UpgradeTransport: http.DefaultTransport,
+		Impersonation: denyAll{}, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := &authn.Identity{User: "alice", UID: "u1", Groups: []string{"ad:devs"}, Source: "ldap:corp", SessionID: "s1"}
+
+	tests := []struct {
+		name     string
+		id       *authn.Identity
+		remote   string
+		header   http.Header
+		wantCode int
+		check    func(t *testing.T, up http.Header)
+	}{
+		{name: "identity set, client claims gone", id: alice, remote: "192.0.2.7:1234",
+			header:   http.Header{"Audit-Id": {"forged"}, "X-Forwarded-For": {"1.2.3.4"}, "X-Forwarded-Host": {"evil"}},
+			wantCode: 200, check: func(t *testing.T, up http.Header) {
+				want := map[string]string{
+					"Impersonate-User": "alice", "Impersonate-Uid": "u1", "Impersonate-Group": "ad:devs",
+					"Impersonate-Extra-Kaccess.io%2Fsource": "ldap:corp", "Impersonate-Extra-Kaccess.io%2Fsession-Id": "s1",
+					"Audit-Id": "req-1", "X-Forwarded-For": "192.0.2.7", "X-Forwarded-Host": "",
+				}
+				for k, v := range want {
+					if got := up.Get(k); got != v {
+						t.Errorf("%s = %q, want %q", k, got, v)
+					}
+				}
+			}},
+		{name: "trusted load balancer keeps the chain", id: alice, remote: "10.1.2.3:1234",
+			header: http.Header{"X-Forwarded-For": {"198.51.100.9"}}, wantCode: 200,
+			check: func(t *testing.T, up http.Header) {
+				if got := up.Get("X-Forwarded-For"); got != "198.51.100.9, 10.1.2.3" {
+					t.Errorf("X-Forwarded-For = %q", got)
+				}
+			}},
+		{name: "no identity fails closed", remote: "192.0.2.7:1", wantCode: http.StatusUnauthorized},
+		{name: "credential left on the request", id: alice, remote: "192.0.2.7:1", header: http.Header{"Authorization": {"Bearer x"}}, wantCode: http.StatusBadRequest},
+		{name: "x-remote-user", id: alice, remote: "192.0.2.7:1", header: http.Header{"X-Remote-User": {"admin"}}, wantCode: http.StatusBadRequest},
+		{name: "impersonation refused", id: alice, remote: "192.0.2.7:1", header: http.Header{"Impersonate-User": {"admin"}}, wantCode: http.StatusForbidden},
+		{name: "system:masters never forwarded", id: &authn.Identity{User: "eve", Groups: []string{"system:masters"}}, remote: "192.0.2.7:1", wantCode: http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := serve(t, p, tt.id, tt.remote, tt.header)
+			if w.Code != tt.wantCode {
+				t.Fatalf("code %d, want %d: %s", w.Code, tt.wantCode, w.Body.String())
+			}
+			up := last()
+			if tt.wantCode != 200 {
+				if up != nil {
+					t.Fatalf("a refused request reached the upstream: %v", up)
+				}
+				return
+			}
+			if up == nil {
+				t.Fatal("upstream saw nothing")
+			}
+			for k := range up {
+				if strings.HasPrefix(k, "X-Remote-") || k == "Authorization" {
+					t.Errorf("%s reached the upstream", k)
+				}
+			}
+			tt.check(t, up)
+		})
+	}
+}
