@@ -18,6 +18,7 @@ const module = "github.com/kaccess/kaccess/"
 var allowed = map[string][]string{
 	"internal/arch":       nil,
 	"internal/authn":      {"internal/session"},
+	"internal/cli":        nil,
 	"internal/config":     nil,
 	"internal/gateway":    {"internal/authn", "internal/config", "internal/kubestatus", "internal/proxy", "internal/requestctx", "internal/session", "internal/tlsutil", "internal/upstream"},
 	"internal/kubestatus": nil,
