@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export KACCESS_BIN_DIR := $(BIN)
 
-.PHONY: all build tools run test bench lint fmt clean help
+.PHONY: all build tools run test bench lint fmt clean help generate verify-generated
 
 all: build
 
@@ -52,6 +52,12 @@ lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 
 fmt:
 	@gofmt -w cmd internal hack
+
+generate: ## Regenerate api/gen from api/proto (buf lint + generate; fetches protos into .cache/proto)
+	@hack/generate.sh
+
+verify-generated: ## Fail if api/gen is stale, buf lint fails, or api/proto breaks compatibility with main
+	@hack/verify-generated.sh
 
 clean: ## Remove built binaries and local state
 	rm -rf $(BIN) .run

@@ -16,6 +16,7 @@ const module = "github.com/kaccess/kaccess/"
 // allowed lists, per internal package, the internal packages its non-test code may import.
 // Feature packages stay small and independent; internal/gateway is the one that wires them.
 var allowed = map[string][]string{
+	"internal/apiserver":  {"internal/authn", "internal/session"},
 	"internal/arch":       nil,
 	"internal/authn":      {"internal/session"},
 	"internal/cli":        nil,

@@ -1,0 +1,191 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/base64"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kaccessv1 "github.com/kaccess/kaccess/api/gen/kaccess/v1"
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/session"
+)
+
+// Input bounds. Directories allow far less (AD: 20-character sAMAccountName, 256-character
+// passwords); these only keep junk away from the directory.
+const (
+	maxUsernameBytes = 256
+	maxPasswordBytes = 1024
+
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+// authService implements kaccess.v1.AuthService.
+type authService struct {
+	kaccessv1.UnimplementedAuthServiceServer
+
+	sessions SessionStore
+	sources  map[string]Source
+	names    []string // sorted source names
+	log      *slog.Logger
+}
+
+// Login checks the password with the named source and starts a session.
+func (a *authService) Login(ctx context.Context, req *kaccessv1.LoginRequest) (*kaccessv1.LoginResponse, error) {
+	if err := validateLogin(req); err != nil {
+		return nil, err
+	}
+	// Every login attempt is logged once, with its outcome; never the password or the token.
+	event := []any{"user", req.GetUsername(), "source", req.GetSource(), "client_address", authn.ClientAddressFrom(ctx)}
+	src, ok := a.sources[req.GetSource()]
+	if !ok {
+		a.log.InfoContext(ctx, "login", append(event, "outcome", "unknown_source")...)
+		// The name was validated above, so echoing it is safe; nothing about the configured
+		// sources is revealed beyond what ListSources shows anyway.
+		return nil, violations{{Field: "source", Description: "no login source named " + strconv.Quote(req.GetSource()) + "; ListSources lists them"}}.err()
+	}
+
+	id, err := src.Passwords.Login(ctx, req.GetUsername(), req.GetPassword())
+	if err == nil && (id == nil || id.User == "") {
+		a.log.ErrorContext(ctx, "login", append(event, "outcome", "source_error", "error", "the source returned no identity")...)
+		return nil, status.Error(codes.Internal, "the login source returned no identity; the gateway's log has the details")
+	}
+	if err != nil {
+		st, outcome := loginFailure(ctx, err)
+		level := slog.LevelInfo
+		if st.Code() == codes.Unavailable {
+			level = slog.LevelWarn
+		}
+		a.log.Log(ctx, level, "login", append(event, "outcome", outcome, "error", err.Error())...)
+		return nil, st.Err()
+	}
+
+	token, claims, err := a.sessions.Mint(ctx, session.Claims{
+		User: id.User, UID: id.UID, Groups: id.Groups, Extra: id.Extra,
+		// The configured name, which the client chose and can log in with again.
+		Source: req.GetSource(),
+	})
+	if err != nil {
+		a.log.ErrorContext(ctx, "login", append(event, "outcome", "session_error", "error", err.Error())...)
+		return nil, status.Error(codes.Internal, "the session could not be created; the gateway's log has the details")
+	}
+	a.log.InfoContext(ctx, "login", append(event, "outcome", "success", "session_id", claims.SessionID,
+		"uid", claims.UID, "groups", len(claims.Groups), "expire_time", claims.ExpiresAt)...)
+	return &kaccessv1.LoginResponse{
+		Token:      token,
+		ExpireTime: timestamppb.New(claims.ExpiresAt),
+		Identity: &kaccessv1.Identity{
+			User: claims.User, Uid: claims.UID, Groups: claims.Groups, Source: claims.Source,
+		},
+		SessionId: claims.SessionID,
+	}, nil
+}
+
+func validateLogin(req *kaccessv1.LoginRequest) error {
+	var v violations
+	switch src := req.GetSource(); {
+	case src == "":
+		v.add("source", "required")
+	case !sourceNameRE.MatchString(src):
+		v.add("source", "must be a login source name as ListSources returns them")
+	}
+	switch u := req.GetUsername(); {
+	case u == "":
+		v.add("username", "required")
+	case len(u) > maxUsernameBytes:
+		v.add("username", "longer than 256 bytes")
+	case !utf8.ValidString(u) || strings.ContainsFunc(u, unicode.IsControl):
+		v.add("username", "must be UTF-8 text without control characters")
+	}
+	switch p := req.GetPassword(); {
+	case p == "":
+		v.add("password", "required")
+	case len(p) > maxPasswordBytes:
+		v.add("password", "longer than 1024 bytes")
+	case strings.ContainsRune(p, 0):
+		v.add("password", "must not contain NUL")
+	}
+	return v.err()
+}
+
+// WhoAmI returns the caller's identity.
+func (a *authService) WhoAmI(ctx context.Context, _ *kaccessv1.WhoAmIRequest) (*kaccessv1.WhoAmIResponse, error) {
+	id, ok := authn.IdentityFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, authn.ErrNoCredential.Error())
+	}
+	resp := &kaccessv1.WhoAmIResponse{
+		Identity:  &kaccessv1.Identity{User: id.User, Uid: id.UID, Groups: id.Groups, Source: id.Source},
+		SessionId: id.SessionID,
+	}
+	if !id.ExpiresAt.IsZero() {
+		resp.ExpireTime = timestamppb.New(id.ExpiresAt)
+	}
+	return resp, nil
+}
+
+// Logout revokes the caller's session until its tokens expire.
+func (a *authService) Logout(ctx context.Context, _ *kaccessv1.LogoutRequest) (*kaccessv1.LogoutResponse, error) {
+	id, ok := authn.IdentityFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, authn.ErrNoCredential.Error())
+	}
+	event := []any{"user", id.User, "source", id.Source, "client_address", authn.ClientAddressFrom(ctx), "session_id", id.SessionID}
+	if id.SessionID == "" {
+		return nil, status.Error(codes.FailedPrecondition, "the credential is not a gateway session token, so there is no session to end")
+	}
+	if err := a.sessions.Revoke(ctx, id.SessionID, id.ExpiresAt); err != nil {
+		a.log.ErrorContext(ctx, "logout", append(event, "outcome", "error", "error", err.Error())...)
+		return nil, status.Error(codes.Unavailable, "the session could not be ended; try again")
+	}
+	a.log.InfoContext(ctx, "logout", append(event, "outcome", "success")...)
+	return &kaccessv1.LogoutResponse{}, nil
+}
+
+// ListSources pages through the sources in name order. The page token is the last name of the
+// previous page, so pages stay right when sources change between calls.
+func (a *authService) ListSources(_ context.Context, req *kaccessv1.ListSourcesRequest) (*kaccessv1.ListSourcesResponse, error) {
+	var v violations
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		v.add("page_size", "must not be negative")
+	case size == 0:
+		size = defaultPageSize
+	case size > maxPageSize:
+		size = maxPageSize
+	}
+	start := 0
+	if tok := req.GetPageToken(); tok != "" {
+		after, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || !sourceNameRE.Match(after) {
+			v.add("page_token", "not a token from an earlier ListSources response")
+		} else {
+			start, _ = slices.BinarySearch(a.names, string(after))
+			if start < len(a.names) && a.names[start] == string(after) {
+				start++
+			}
+		}
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	end := min(start+size, len(a.names))
+	resp := &kaccessv1.ListSourcesResponse{}
+	for _, name := range a.names[start:end] {
+		resp.Sources = append(resp.Sources, &kaccessv1.Source{Name: name, Type: a.sources[name].Type})
+	}
+	if end < len(a.names) {
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(a.names[end-1]))
+	}
+	return resp, nil
+}
