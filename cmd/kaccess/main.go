@@ -1,37 +1,25 @@
-// Command kaccess is the kaccess CLI for people: today it reports its version; login,
-// kubeconfig and the credential plugin arrive with directory login.
+// Command kaccess is the kaccess CLI for people: log in through the gateway with a directory
+// account, write a kubeconfig that uses kaccess as kubectl's credential plugin, and more.
 package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 
-	"github.com/spf13/cobra"
+	"github.com/kaccess/kaccess/internal/cli"
 )
 
 // version is stamped at build time.
 var version = "dev"
 
 func main() {
-	if err := newRootCommand(os.Stdout).Execute(); err != nil {
+	streams := cli.Streams{
+		In: os.Stdin, Out: os.Stdout, Err: os.Stderr,
+		// Prompts go to the terminal, not stdout: kubectl reads the credential from stdout.
+		Terminal: func() (*os.File, error) { return os.OpenFile("/dev/tty", os.O_RDWR, 0) },
+	}
+	if err := cli.NewRootCommand(streams, version).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
-}
-
-func newRootCommand(out io.Writer) *cobra.Command {
-	root := &cobra.Command{
-		Use:           "kaccess",
-		Short:         "kaccess: log in to Kubernetes through the kaccess gateway with your company identity",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.SetOut(out)
-	root.AddCommand(&cobra.Command{
-		Use:   "version",
-		Short: "Print the version of kaccess",
-		Run:   func(*cobra.Command, []string) { fmt.Fprintln(out, "kaccess", version) },
-	})
-	return root
 }

@@ -201,6 +201,16 @@ func isGRPCContentType(ct string) bool {
 // Handler serves gRPC and REST. It needs an HTTP/2 server over TLS for gRPC (see Serve).
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// Paths are the path prefixes Handler answers, for mounting it beside other handlers on one
+// listener: the REST routes, the OpenAPI document and one "/<service>/" per gRPC service.
+func (s *Server) Paths() []string {
+	paths := []string{"/v1/", "/openapi.json"}
+	for _, svc := range slices.Sorted(maps.Keys(s.grpc.GetServiceInfo())) {
+		paths = append(paths, "/"+svc+"/")
+	}
+	return paths
+}
+
 // Serve accepts TLS connections on ln (plain TCP: Serve adds TLS) until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := &http.Server{

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/kaccess/kaccess/internal/apiserver"
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/kubestatus"
@@ -37,6 +38,7 @@ type Gateway struct {
 	log      *slog.Logger
 	metrics  *metrics
 	sessions *session.Manager
+	api      *apiserver.Server
 	clusters []*upstream.Cluster
 	handler  http.Handler
 	tls      *tls.Config
@@ -49,8 +51,25 @@ type Gateway struct {
 	opsLn    net.Listener
 }
 
+// Option changes how New builds the gateway.
+type Option func(*options)
+
+type options struct {
+	sources map[string]apiserver.Source
+}
+
+// WithPasswordSource adds a login source beside the configured directories (tests, embedding).
+func WithPasswordSource(name string, src apiserver.Source) Option {
+	return func(o *options) { o.sources[name] = src }
+}
+
 // New builds the gateway from a validated configuration.
-func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
+func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error) {
+	o := options{sources: map[string]apiserver.Source{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	sources := o.sources
 	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics()}
 	if err := g.setupTLS(); err != nil {
 		return nil, err
@@ -93,6 +112,18 @@ func New(cfg *config.Config, log *slog.Logger) (*Gateway, error) {
 		if cc.Default {
 			mux.Handle("/", chain)
 		}
+	}
+	api, err := apiserver.New(apiserver.Config{
+		Sessions: sessions, Authenticator: authenticator, Sources: sources, Logger: log, TLS: g.tls,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.api = api
+	// The API shares the proxy's listener, so people need one URL and one CA. Its paths
+	// (/v1/, /openapi.json, /<grpc service>/) are none of the Kubernetes API's.
+	for _, path := range api.Paths() {
+		mux.Handle(path, api.Handler())
 	}
 	// Unknown cluster names end here rather than at the default cluster, which would answer
 	// with a confusing 403 for a path it does not have.
@@ -240,6 +271,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for _, s := range servers[1:] {
 		_ = s.Close()
 	}
+	g.api.Close()
 	g.log.Info("stopped")
 	return nil
 }
