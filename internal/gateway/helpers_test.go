@@ -39,7 +39,7 @@ type testGateway struct {
 }
 
 // startGateway serves a gateway for the test's lifetime. mutate may change its config.
-func startGateway(t testing.TB, mutate func(*config.Config)) *testGateway {
+func startGateway(t testing.TB, mutate func(*config.Config), opts ...Option) *testGateway {
 	t.Helper()
 	c := testenv.Shared(t)
 	cfg := &config.Config{
@@ -58,7 +58,7 @@ func startGateway(t testing.TB, mutate func(*config.Config)) *testGateway {
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	g, err := New(cfg, slog.New(WithRequestIDs(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))))
+	g, err := New(cfg, slog.New(WithRequestIDs(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

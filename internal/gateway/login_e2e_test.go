@@ -1,0 +1,209 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/kaccess/kaccess/internal/apiserver"
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/cli"
+	"github.com/kaccess/kaccess/internal/testenv"
+)
+
+var (
+	buildOnce   sync.Once
+	kaccessPath string
+	buildErr    error
+)
+
+// kaccessBinary builds cmd/kaccess once per test binary: kubectl runs it as its credential plugin.
+func kaccessBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kaccess-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		kaccessPath = filepath.Join(dir, "kaccess")
+		out, err := exec.Command("go", "build", "-o", kaccessPath, "github.com/kaccess/kaccess/cmd/kaccess").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build kaccess: %v", buildErr)
+	}
+	return kaccessPath
+}
+
+// passwords is a login source of fixed accounts, standing in for a directory (the directory
+// sources have their own tests against real Samba AD and OpenLDAP).
+func passwords(accounts map[string]string, groups map[string][]string) apiserver.Source {
+	return apiserver.Source{Type: "ldap", Passwords: authn.PasswordFunc(func(_ context.Context, user, password string) (*authn.Identity, error) {
+		if want, ok := accounts[user]; !ok || want != password {
+			return nil, authn.ErrInvalidCredentials
+		}
+		return &authn.Identity{User: user, UID: "uid-" + user, Groups: groups[user]}, nil
+	})}
+}
+
+type cliEnv struct {
+	t          *testing.T
+	g          *testGateway
+	home, kube string
+	caFile     string
+}
+
+func (e *cliEnv) run(stdin string, args ...string) (string, string, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kaccessBinary(e.t), args...)
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// kubectl through the kubeconfig kaccess wrote; kaccess is found on PATH like a person's install.
+func (e *cliEnv) kubectl(args ...string) (string, string, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", e.kube}, args...)...)
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home, "KUBECACHEDIR="+e.t.TempDir())
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+func newCLIEnv(t *testing.T, g *testGateway) *cliEnv {
+	dir := t.TempDir()
+	e := &cliEnv{t: t, g: g, home: filepath.Join(dir, "home"), kube: filepath.Join(dir, "kubeconfig"), caFile: filepath.Join(dir, "ca.crt")}
+	if err := os.WriteFile(e.caFile, g.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// A person logs in with kaccess, writes a kubeconfig, and kubectl works through the gateway with
+// the groups the source says; logout makes the token fail at once.
+func TestLoginKubeconfigKubectlLogout(t *testing.T) {
+	c := testenv.Shared(t)
+	c.MustNamespace(t, "login-e2e")
+	c.MustGrantRole(t, "login-e2e", "team-read", []rbacv1.PolicyRule{readConfigMaps}, testenv.Group("corp:team"))
+	g := startGateway(t, nil, WithPasswordSource("corp", passwords(map[string]string{"alice": "s3cret!"}, map[string][]string{"alice": {"corp:team"}})))
+	e := newCLIEnv(t, g)
+
+	_, errOut, err := e.run("wrong\n", "login", "--server", g.URL, "--ca-file", e.caFile, "--username", "alice", "--password-stdin")
+	if err == nil || !strings.Contains(errOut, "invalid username or password") {
+		t.Fatalf("wrong password: %v %q", err, errOut)
+	}
+	out, errOut, err := e.run("s3cret!\n", "login", "--server", g.URL, "--ca-file", e.caFile, "--username", "alice", "--password-stdin")
+	if err != nil || !strings.Contains(out, "Logged in to "+g.URL+" as alice (source corp)") {
+		t.Fatalf("login: %v %q %q", err, out, errOut)
+	}
+	if out, errOut, err = e.run("", "kubeconfig", "--server", g.URL, "--kubeconfig", e.kube, "--namespace", "login-e2e"); err != nil {
+		t.Fatalf("kubeconfig: %v %s", err, errOut)
+	}
+	// kubectl runs `kaccess credential`: the kubeconfig names this very binary.
+	if _, errOut, err := e.kubectl("get", "configmaps"); err != nil {
+		t.Fatalf("kubectl get configmaps through kaccess credential: %v\n%s", err, errOut)
+	}
+	if _, errOut, err := e.kubectl("get", "configmaps", "-n", "default"); err == nil || !strings.Contains(errOut, `User "alice" cannot list`) {
+		t.Fatalf("outside her role: %v %s", err, errOut)
+	}
+	if out, _, err := e.run("", "whoami", "--server", g.URL); err != nil || !strings.Contains(out, "corp:team") || !strings.Contains(out, "User:    alice") {
+		t.Fatalf("whoami: %v %s", err, out)
+	}
+	// Keep the token to show it dies with the logout, not just the local file.
+	kept, err := cli.Store{Dir: filepath.Join(e.home, "sessions")}.Load(g.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := kept.Token
+	if out, errOut, err := e.run("", "logout", "--server", g.URL); err != nil || !strings.Contains(out, "Logged out") {
+		t.Fatalf("logout: %v %s %s", err, out, errOut)
+	}
+	if code, body := get(t, g.httpClient(), g.URL+"/api/v1/namespaces/login-e2e/configmaps", st); code != 401 || !strings.Contains(body, "session was ended") {
+		t.Fatalf("token after logout: %d %s", code, body)
+	}
+	if _, errOut, err := e.kubectl("get", "configmaps"); err == nil || !strings.Contains(errOut, "kaccess login --server "+g.URL) {
+		t.Fatalf("kubectl after logout must say what to run: %v %s", err, errOut)
+	}
+}
+
+// The password prompt works the way a person meets it: at a terminal, without echo.
+func TestLoginPromptsAtATerminal(t *testing.T) {
+	g := startGateway(t, nil, WithPasswordSource("corp", passwords(map[string]string{"bob": "hunter2"}, nil)))
+	e := newCLIEnv(t, g)
+	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile)
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var screen bytes.Buffer
+	lines := make(chan string, 16)
+	go func() {
+		r := bufio.NewReader(tty)
+		for {
+			s, err := r.ReadString(':')
+			screen.WriteString(s)
+			lines <- s
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case s, ok := <-lines:
+				if !ok {
+					t.Fatalf("kaccess ended before %q; screen:\n%s", want, screen.String())
+				}
+				if strings.Contains(s, want) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %q; screen:\n%s", want, screen.String())
+			}
+		}
+	}
+	expect("Username:")
+	_, _ = tty.Write([]byte("bob\n"))
+	expect("Password for bob (corp):")
+	_, _ = tty.Write([]byte("hunter2\n"))
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("kaccess login: %v; screen:\n%s", err, screen.String())
+	}
+	for range lines {
+	}
+	if strings.Contains(screen.String(), "hunter2") {
+		t.Fatalf("the password was echoed:\n%s", screen.String())
+	}
+	if !strings.Contains(screen.String(), "Logged in to") {
+		t.Fatalf("screen:\n%s", screen.String())
+	}
+}
