@@ -87,6 +87,9 @@ type Session struct {
 	TTL Duration `json:"ttl"`
 	// RotateEvery makes a new signing key on this schedule; old keys keep verifying.
 	RotateEvery Duration `json:"rotateEvery"`
+	// Revocations names a ConfigMap "namespace/name" in the default cluster where logouts are
+	// recorded and every replica watches them. Empty keeps them in memory: one replica only.
+	Revocations string `json:"revocations"`
 }
 
 // Limits on requests.

@@ -157,6 +157,12 @@ func (c *Config) validateSession(p *problems) {
 	if c.Session.Issuer == "" {
 		p.add("session.issuer", "required")
 	}
+	if r := c.Session.Revocations; r != "" {
+		ns, name, ok := strings.Cut(r, "/")
+		if !ok || !clusterName.MatchString(ns) || !clusterName.MatchString(name) {
+			p.add("session.revocations", "want a ConfigMap as namespace/name, e.g. kaccess-system/kaccess-revocations; got %q", r)
+		}
+	}
 }
 
 func checkAddress(p *problems, path, addr string, required bool) {

@@ -24,6 +24,7 @@ import (
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/kubestatus"
 	"github.com/kaccess/kaccess/internal/proxy"
+	"github.com/kaccess/kaccess/internal/revocation"
 	"github.com/kaccess/kaccess/internal/session"
 	"github.com/kaccess/kaccess/internal/tlsutil"
 	"github.com/kaccess/kaccess/internal/upstream"
@@ -44,6 +45,10 @@ type Gateway struct {
 	tls      *tls.Config
 	// CAPEM is the CA clients must trust: the generated one, or nil with an operator certificate.
 	CAPEM []byte
+
+	// background lives as long as the gateway: watches (revocations) run under it.
+	background     context.Context
+	stopBackground context.CancelFunc
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -71,30 +76,45 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 	}
 	sources := o.sources
 	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics()}
+	g.background, g.stopBackground = context.WithCancel(context.Background())
 	if err := g.setupTLS(); err != nil {
 		return nil, err
 	}
-	sessions, err := session.NewManager(session.Config{
-		Issuer: cfg.Session.Issuer, KeysDir: cfg.Session.KeysDir, TTL: cfg.Session.TTL.D(),
-		RotateEvery: cfg.Session.RotateEvery.D(), Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	g.sessions = sessions
-	authenticator := authn.Union{authn.Sessions{Verifier: sessions}}
-
 	var trusted []netip.Prefix
 	for _, c := range cfg.TrustedProxies {
 		trusted = append(trusted, netip.MustParsePrefix(c))
 	}
-	mux := http.NewServeMux()
 	for _, cc := range cfg.Clusters {
 		cl, err := upstream.Connect(cc, cfg.Timeouts.UpstreamDial.D(), "kaccess-gateway/"+Version)
 		if err != nil {
 			return nil, err
 		}
 		g.clusters = append(g.clusters, cl)
+	}
+	var revocations session.RevocationStore
+	if r := cfg.Session.Revocations; r != "" {
+		ns, name, _ := strings.Cut(r, "/")
+		store, err := revocation.NewConfigMapStore(g.background, g.defaultCluster().Client, ns, name, log)
+		if err != nil {
+			g.stopBackground()
+			return nil, err
+		}
+		revocations = store
+	}
+	sessions, err := session.NewManager(session.Config{
+		Issuer: cfg.Session.Issuer, KeysDir: cfg.Session.KeysDir, TTL: cfg.Session.TTL.D(),
+		RotateEvery: cfg.Session.RotateEvery.D(), Revocations: revocations, Logger: log,
+	})
+	if err != nil {
+		g.stopBackground()
+		return nil, err
+	}
+	g.sessions = sessions
+	authenticator := authn.Union{authn.Sessions{Verifier: sessions}}
+
+	mux := http.NewServeMux()
+	for i, cc := range cfg.Clusters {
+		cl := g.clusters[i]
 		errs := g.metrics.upstreamErrors
 		name := cl.Name
 		p, err := proxy.New(proxy.Config{
@@ -175,6 +195,15 @@ func (g *Gateway) setupTLS() error {
 		NextProtos:     []string{"h2", "http/1.1"},
 	}
 	return nil
+}
+
+func (g *Gateway) defaultCluster() *upstream.Cluster {
+	for i, cc := range g.cfg.Clusters {
+		if cc.Default {
+			return g.clusters[i]
+		}
+	}
+	return g.clusters[0]
 }
 
 // Sessions gives access to session tokens (logins mint them; tests too).
@@ -272,6 +301,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		_ = s.Close()
 	}
 	g.api.Close()
+	g.stopBackground()
 	g.log.Info("stopped")
 	return nil
 }

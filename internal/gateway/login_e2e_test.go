@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/kaccess/kaccess/internal/apiserver"
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/cli"
+	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/testenv"
 )
 
@@ -206,4 +208,32 @@ func TestLoginPromptsAtATerminal(t *testing.T) {
 	if !strings.Contains(screen.String(), "Logged in to") {
 		t.Fatalf("screen:\n%s", screen.String())
 	}
+}
+
+// Two replicas share signing keys and the revocations ConfigMap: a logout at one ends the
+// session at the other.
+func TestLogoutReachesOtherReplicas(t *testing.T) {
+	keys := t.TempDir()
+	shared := func(cfg *config.Config) {
+		cfg.Session.KeysDir = keys
+		cfg.Session.Revocations = "kaccess-system/kaccess-revocations"
+	}
+	g1, g2 := startGateway(t, shared), startGateway(t, shared)
+	token := g1.mint(t, "rosa")
+	path := "/api/v1/namespaces/default/configmaps"
+	if code, body := get(t, g2.httpClient(), g2.URL+path, token); code != 403 {
+		t.Fatalf("replica 2 before logout: %d %s (want the API server's 403 for rosa)", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, g1.URL+"/v1/auth:logout", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g1.httpClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("logout at replica 1: %d", resp.StatusCode)
+	}
+	waitFor(t, func() bool { code, _ := get(t, g2.httpClient(), g2.URL+path, token); return code == 401 })
 }

@@ -132,6 +132,8 @@ func (c *Cluster) applyRBACFile(ctx context.Context, path string) error {
 			return fmt.Errorf("decode: %w", err)
 		}
 		switch o := obj.(type) {
+		case *corev1.Namespace:
+			err = c.EnsureNamespace(ctx, o.Name)
 		case *corev1.ServiceAccount:
 			if err = c.EnsureNamespace(ctx, o.Namespace); err == nil {
 				err = upsert(ctx, c.admin.CoreV1().ServiceAccounts(o.Namespace), o)
@@ -142,12 +144,14 @@ func (c *Cluster) applyRBACFile(ctx context.Context, path string) error {
 				gatewayRole = o
 			}
 		case *rbacv1.ClusterRoleBinding:
+			o.Subjects = withStaticGatewayUser(o.Subjects)
 			err = upsert(ctx, rbac.ClusterRoleBindings(), o)
 		case *rbacv1.Role:
 			if err = c.EnsureNamespace(ctx, o.Namespace); err == nil {
 				err = upsert(ctx, rbac.Roles(o.Namespace), o)
 			}
 		case *rbacv1.RoleBinding:
+			o.Subjects = withStaticGatewayUser(o.Subjects)
 			if err = c.EnsureNamespace(ctx, o.Namespace); err == nil {
 				err = upsert(ctx, rbac.RoleBindings(o.Namespace), o)
 			}
@@ -161,15 +165,18 @@ func (c *Cluster) applyRBACFile(ctx context.Context, path string) error {
 	if gatewayRole == nil || len(gatewayRole.Rules) == 0 {
 		return fmt.Errorf("no ClusterRole %s with rules in the manifest", GatewayUser)
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: GatewayUser + "-static-token"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: GatewayUser},
-		Subjects:   []rbacv1.Subject{User(GatewayUser)},
-	}
-	if err := upsert(ctx, rbac.ClusterRoleBindings(), binding); err != nil {
-		return err
-	}
 	return c.waitAllowed(ctx, "", User(GatewayUser), gatewayRole.Rules[0])
+}
+
+// withStaticGatewayUser adds the static-token user kaccess-gateway wherever the manifest binds
+// the gateway's ServiceAccount, so tests run with exactly the shipped permissions.
+func withStaticGatewayUser(subjects []rbacv1.Subject) []rbacv1.Subject {
+	for _, s := range subjects {
+		if s.Kind == rbacv1.ServiceAccountKind && s.Name == GatewayUser {
+			return append(subjects, User(GatewayUser))
+		}
+	}
+	return subjects
 }
 
 // crud is the part of a typed client-go client that upsert needs.
