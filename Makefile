@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export KACCESS_BIN_DIR := $(BIN)
 
-.PHONY: all build tools run test bench lint fmt clean help generate verify-generated
+.PHONY: all build deps tools run test bench lint fmt clean help generate verify-generated
 
 all: build
 
@@ -29,20 +29,24 @@ $(BIN)/etcd: hack/tools/go.mod hack/tools/go.sum hack/tools/etcd/main.go
 	@echo ">> building etcd"
 	@cd hack/tools && $(GO) build -o $@ ./etcd
 
-run: tools build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
+deps: ## Install the Debian packages the tests run for real (Samba AD, OpenLDAP)
+	@hack/deps.sh
+
+run: deps tools build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
 	@$(GO) run ./hack/devenv
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-test: tools lint ## Lint, then run every test against real components (needs kubectl on PATH)
+test: deps tools lint ## Lint, then run every test against real components (needs kubectl on PATH)
 	@command -v kubectl >/dev/null || { echo "kubectl is needed on PATH for the end-to-end tests"; exit 1; }
 	@echo ">> go test (real etcd + kube-apiserver are started per test binary)"
 	@$(GO) test -count=1 -timeout 20m ./...
 	@echo ">> go test -race on the concurrent packages"
-	@$(GO) test -count=1 -race -timeout 10m ./internal/session/... ./internal/authn/... ./internal/proxy/...
+	@$(GO) test -count=1 -race -timeout 10m ./internal/session/... ./internal/authn/... ./internal/proxy/... ./internal/cli/...
 
 bench: tools ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/session/ ./internal/gateway/
+	@$(GO) test -run '^$$' -bench BenchmarkADLogin -benchtime 20x ./internal/authn/ldap/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 	@echo ">> gofmt, go vet, staticcheck"

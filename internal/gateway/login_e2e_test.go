@@ -121,8 +121,8 @@ func TestLoginKubeconfigKubectlLogout(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Logged in to "+g.URL+" as alice (source corp)") {
 		t.Fatalf("login: %v %q %q", err, out, errOut)
 	}
-	if out, errOut, err = e.run("", "kubeconfig", "--server", g.URL, "--kubeconfig", e.kube, "--namespace", "login-e2e"); err != nil {
-		t.Fatalf("kubeconfig: %v %s", err, errOut)
+	if out, errOut, err = e.run("", "kubeconfig", "--server", g.URL, "--kubeconfig", e.kube, "--namespace", "login-e2e"); err != nil || !strings.Contains(out, "Wrote context") {
+		t.Fatalf("kubeconfig: %v %s %s", err, out, errOut)
 	}
 	// kubectl runs `kaccess credential`: the kubeconfig names this very binary.
 	if _, errOut, err := e.kubectl("get", "configmaps"); err != nil {
