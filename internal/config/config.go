@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kaccess/kaccess/internal/authn/ldap"
 )
 
 // Config is the whole gateway configuration file.
@@ -25,6 +27,9 @@ type Config struct {
 	// Clusters are the Kubernetes API servers behind the gateway. The first one (or the one
 	// marked default) is served at "/", every one at "/clusters/<name>/".
 	Clusters []Cluster `json:"clusters"`
+	// Directories are the LDAP and Active Directory login sources, by name (`kaccess login
+	// --source <name>`). See internal/authn/ldap.Config for every field.
+	Directories []ldap.Config `json:"directories"`
 	// Session configures the gateway's own session tokens.
 	Session Session `json:"session"`
 	// Limits bound what a client may send.
@@ -170,6 +175,9 @@ func (c *Config) SetDefaults() {
 	setDuration(&c.Timeouts.Idle, 120*time.Second)
 	setDuration(&c.Timeouts.UpstreamDial, 10*time.Second)
 	setDuration(&c.Timeouts.ShutdownDrain, 30*time.Second)
+	for i := range c.Directories {
+		c.Directories[i].SetDefaults()
+	}
 	setString(&c.Log.Level, "info")
 	setString(&c.Log.Format, "json")
 	if len(c.Clusters) > 0 {

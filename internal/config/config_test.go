@@ -107,3 +107,31 @@ func TestParseRejectsUnknownFieldsAndBadDurations(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectoriesAreValidatedWithTheirPaths(t *testing.T) {
+	t.Parallel()
+	_, err := Parse([]byte(`
+clusters: [{name: c, inCluster: true}]
+directories:
+  - name: corp
+    type: activedirectory
+    urls: ["ldap://dc.corp.example.com"]
+    bindDN: svc
+    userBaseDN: DC=corp,DC=example,DC=com
+  - name: Corp
+    type: novell
+`))
+	v, ok := AsValidationError(err)
+	if !ok {
+		t.Fatalf("want a ValidationError, got %v", err)
+	}
+	msg := v.Error()
+	for _, want := range []string{"directories[0].", "directories[1].name: must be lowercase", "directories[1].type"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("report lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "directories[0].name") {
+		t.Errorf("a valid name was reported:\n%s", msg)
+	}
+}

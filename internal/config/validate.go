@@ -59,6 +59,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateClusters(&p)
 	c.validateSession(&p)
+	c.validateDirectories(&p)
 	if c.Limits.MaxHeaderBytes < 4<<10 {
 		p.add("limits.maxHeaderBytes", "must be at least 4096, got %d", c.Limits.MaxHeaderBytes)
 	}
@@ -143,6 +144,40 @@ func (c *Config) validateClusters(p *problems) {
 	}
 	if defaults > 1 {
 		p.add("clusters", "only one cluster may be default, %d are", defaults)
+	}
+}
+
+func (c *Config) validateDirectories(p *problems) {
+	seen := map[string]int{}
+	for i, d := range c.Directories {
+		path := fmt.Sprintf("directories[%d]", i)
+		if !clusterName.MatchString(d.Name) {
+			p.add(path+".name", "must be lowercase letters, digits and '-' (people type it: kaccess login --source NAME), got %q", d.Name)
+		} else if j, dup := seen[d.Name]; dup {
+			p.add(path+".name", "%q is already used by directories[%d]", d.Name, j)
+		}
+		seen[d.Name] = i
+		err := d.Validate()
+		if err == nil {
+			continue
+		}
+		var errs []error
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = joined.Unwrap()
+		} else {
+			errs = []error{err}
+		}
+		for _, e := range errs {
+			field, problem, ok := strings.Cut(e.Error(), ": ")
+			if !ok {
+				field, problem = "", e.Error()
+			}
+			if field != "" && field != "name" {
+				p.add(path+"."+field, "%s", problem)
+			} else if field == "" {
+				p.add(path, "%s", problem)
+			}
+		}
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kaccess/kaccess/internal/apiserver"
 	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/authn/ldap"
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/kubestatus"
 	"github.com/kaccess/kaccess/internal/proxy"
@@ -75,6 +76,15 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		opt(&o)
 	}
 	sources := o.sources
+	// One limiter for all directories: a guesser moving between sources is still slowed down.
+	limiter := authn.NewFailureLimiter(authn.FailureLimiterConfig{})
+	for _, d := range cfg.Directories {
+		src, err := ldap.New(d, ldap.Options{Limiter: limiter})
+		if err != nil {
+			return nil, err
+		}
+		sources[d.Name] = apiserver.Source{Type: d.Type, Passwords: src}
+	}
 	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics()}
 	g.background, g.stopBackground = context.WithCancel(context.Background())
 	if err := g.setupTLS(); err != nil {
