@@ -1,5 +1,5 @@
-// Command devenv is `make run`: a local kube-apiserver with the gateway in front of it, demo
-// users with their own RBAC, kubeconfigs to try, until Ctrl-C.
+// Command devenv is `make run`: a local kube-apiserver with the gateway in front of it, a Samba
+// Active Directory with demo users in nested groups, their RBAC, and what to type, until Ctrl-C.
 package main
 
 import (
@@ -59,6 +59,20 @@ func run() error {
 		return err
 	}
 
+	fmt.Println(">> starting a Samba Active Directory domain controller with demo users (about 10 seconds)")
+	ad, err := testenv.StartAD(ctx, testenv.ADConfig{Dir: filepath.Join(root, "ad")})
+	if err != nil {
+		return err
+	}
+	defer ad.Stop()
+	if err := demoDirectory(ctx, ad); err != nil {
+		return err
+	}
+	bindPasswordFile := filepath.Join(root, "ad-bind-password")
+	if err := os.WriteFile(bindPasswordFile, []byte(ad.ServicePassword), 0o600); err != nil {
+		return err
+	}
+
 	fmt.Println(">> starting the gateway")
 	cfgPath := filepath.Join(root, "gateway.yaml")
 	cfg := fmt.Sprintf(`# Written by make run. See README.md for every field.
@@ -71,9 +85,18 @@ clusters:
     server: %q
     caFile: %q
     tokenFile: %q
+directories:
+  - name: corp
+    type: activedirectory
+    urls: [%q]
+    caFile: %q
+    bindDN: %q
+    bindPasswordFile: %q
+    userBaseDN: %q
 log:
   level: info
-`, gatewayAddr, opsAddr, filepath.Join(root, "gateway"), cluster.URL, cluster.CAFile, cluster.GatewayTokenFile)
+`, gatewayAddr, opsAddr, filepath.Join(root, "gateway"), cluster.URL, cluster.CAFile, cluster.GatewayTokenFile,
+		ad.URL, ad.CAFile, ad.ServiceDN, bindPasswordFile, ad.BaseDN)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -100,35 +123,41 @@ log:
 	if err != nil {
 		return err
 	}
-	for user, groups := range map[string][]string{"alice": {"demo:developers"}, "bob": nil} {
-		token, err := mint(cfgPath, user, groups)
-		if err != nil {
-			return err
-		}
-		if err := writeKubeconfig(filepath.Join(root, user+".kubeconfig"), user, token, ca); err != nil {
-			return err
-		}
+	// bob also gets a token minted by the operator command, for trying the proxy without a login.
+	token, err := mint(cfgPath, "bob", nil)
+	if err != nil {
+		return err
+	}
+	if err := writeKubeconfig(filepath.Join(root, "bob.kubeconfig"), "bob", token, ca); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "ca.crt"), ca, 0o644); err != nil {
+		return err
 	}
 	rel := func(name string) string { return filepath.Join(stateDir, name) }
+	server := "https://" + gatewayAddr
 	fmt.Printf(`
 kaccess is running.
-  gateway          https://%s   (metrics: http://%s/metrics, log: %s)
+  gateway          %s   (metrics: http://%s/metrics, log: %s)
   kube-apiserver   %s   (admin kubeconfig: %s)
+  Active Directory %s   (realm CORP.EXAMPLE.COM, login source "corp")
 
-Demo users (session tokens minted by the gateway, valid 8h):
-  alice  group demo:developers, may read and write configmaps and read pods in namespace %q
-  bob    no RBAC at all
+Demo users in AD:
+  alice / %s   in team-a, which is in developers, which is in engineering;
+                         the Role in namespace %q is bound to the outermost group, corp:engineering
+  bob                    no groups, no RBAC (a token for him is in %s)
 
 Try:
-  kubectl --kubeconfig %s -n demo create configmap hello --from-literal=greeting=hi
-  kubectl --kubeconfig %s -n demo get configmaps
-  kubectl --kubeconfig %s auth whoami
-  kubectl --kubeconfig %s -n demo get configmaps        # refused: bob has no role
-  kubectl --kubeconfig %s -n demo get configmaps --as alice   # refused: bob may not impersonate
+  bin/kaccess login --server %s --ca-file %s --username alice
+  bin/kaccess kubeconfig --server %s --kubeconfig %s --namespace demo
+  KUBECONFIG=%s kubectl create configmap hello --from-literal=greeting=hi
+  KUBECONFIG=%s kubectl auth whoami              # alice with all three nested groups
+  kubectl --kubeconfig %s -n demo get configmaps   # refused: bob has no role
 
 Stop with Ctrl-C.
-`, gatewayAddr, opsAddr, rel("gateway.log"), cluster.URL, rel("admin.kubeconfig"), demoNS,
-		rel("alice.kubeconfig"), rel("alice.kubeconfig"), rel("alice.kubeconfig"), rel("bob.kubeconfig"), rel("bob.kubeconfig"))
+`, server, opsAddr, rel("gateway.log"), cluster.URL, rel("admin.kubeconfig"), ad.URL,
+		demoPassword, demoNS, rel("bob.kubeconfig"),
+		server, rel("ca.crt"), server, rel("kubeconfig"), rel("kubeconfig"), rel("kubeconfig"), rel("bob.kubeconfig"))
 
 	done := make(chan error, 1)
 	go func() { done <- gw.Wait() }()
@@ -141,6 +170,29 @@ Stop with Ctrl-C.
 	return nil
 }
 
+// demoPassword is alice's password in the demo directory (a throwaway domain on loopback).
+const demoPassword = "Demo-Passw0rd"
+
+// demoDirectory makes alice a member of corp:engineering through two levels of nesting.
+func demoDirectory(ctx context.Context, ad *testenv.AD) error {
+	steps := []func() error{
+		func() error { return ad.CreateUser(ctx, "alice", demoPassword) },
+		func() error { return ad.CreateUser(ctx, "bob", demoPassword) },
+		func() error { return ad.CreateGroup(ctx, "team-a") },
+		func() error { return ad.CreateGroup(ctx, "developers") },
+		func() error { return ad.CreateGroup(ctx, "engineering") },
+		func() error { return ad.AddMembers(ctx, "team-a", "alice") },
+		func() error { return ad.AddMembers(ctx, "developers", "team-a") },
+		func() error { return ad.AddMembers(ctx, "engineering", "developers") },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func demoRBAC(ctx context.Context, c *testenv.Cluster) error {
 	if err := c.EnsureNamespace(ctx, demoNS); err != nil {
 		return err
@@ -149,7 +201,7 @@ func demoRBAC(ctx context.Context, c *testenv.Cluster) error {
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"pods", "pods/log"}, Verbs: []string{"get", "list", "watch"}},
 	}
-	return c.GrantRole(ctx, demoNS, "demo-developers", rules, testenv.Group("demo:developers"))
+	return c.GrantRole(ctx, demoNS, "demo-engineering", rules, testenv.Group("corp:engineering"))
 }
 
 // mint asks the gateway binary for a token, as an operator would.
