@@ -33,7 +33,8 @@ deps: ## Install the Debian packages the tests run for real (Samba AD, OpenLDAP)
 	@hack/deps.sh
 
 run: deps tools build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
-	@$(GO) run ./hack/devenv
+	@$(GO) build -o $(BIN)/devenv ./hack/devenv
+	@$(BIN)/devenv
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
