@@ -38,7 +38,7 @@ run: deps tools build ## Start a local kube-apiserver and the gateway in front o
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-test: deps tools lint ## Lint, then run every test against real components (needs kubectl on PATH)
+test: deps tools lint verify-generated ## Lint, then run every test against real components (needs kubectl on PATH)
 	@command -v kubectl >/dev/null || { echo "kubectl is needed on PATH for the end-to-end tests"; exit 1; }
 	@echo ">> go test (real etcd + kube-apiserver are started per test binary)"
 	@$(GO) test -count=1 -timeout 20m ./...
