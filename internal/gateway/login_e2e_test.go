@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"net/http"
@@ -151,62 +150,134 @@ func TestLoginKubeconfigKubectlLogout(t *testing.T) {
 	}
 }
 
+// terminal runs a command on a pty and lets a test wait for what a person would see.
+type terminal struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	tty    *os.File
+	mu     sync.Mutex
+	screen bytes.Buffer
+	done   chan struct{}
+}
+
+func startTerminal(t *testing.T, cmd *exec.Cmd) *terminal {
+	t.Helper()
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := &terminal{t: t, cmd: cmd, tty: tty, done: make(chan struct{})}
+	go func() {
+		defer close(term.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := tty.Read(buf)
+			term.mu.Lock()
+			term.screen.Write(buf[:n])
+			term.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { tty.Close() })
+	return term
+}
+
+func (term *terminal) text() string {
+	term.mu.Lock()
+	defer term.mu.Unlock()
+	return term.screen.String()
+}
+
+// expect waits until want is on the screen.
+func (term *terminal) expect(want string) {
+	term.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(term.text(), want) {
+		if time.Now().After(deadline) {
+			term.t.Fatalf("no %q on the terminal:\n%s", want, term.text())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (term *terminal) typeLine(s string) { _, _ = term.tty.Write([]byte(s + "\n")) }
+
+// wait waits for the command to end and for its last output.
+func (term *terminal) wait() error {
+	err := term.cmd.Wait()
+	select {
+	case <-term.done:
+	case <-time.After(5 * time.Second):
+	}
+	return err
+}
+
 // The password prompt works the way a person meets it: at a terminal, without echo.
 func TestLoginPromptsAtATerminal(t *testing.T) {
 	g := startGateway(t, nil, WithPasswordSource("corp", passwords(map[string]string{"bob": "hunter2"}, nil)))
 	e := newCLIEnv(t, g)
 	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile)
 	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
-	tty, err := pty.Start(cmd)
+	term := startTerminal(t, cmd)
+	term.expect("Username:")
+	term.typeLine("bob")
+	term.expect("Password for bob (corp):")
+	term.typeLine("hunter2")
+	if err := term.wait(); err != nil {
+		t.Fatalf("kaccess login: %v; screen:\n%s", err, term.text())
+	}
+	if strings.Contains(term.text(), "hunter2") {
+		t.Fatalf("the password was echoed:\n%s", term.text())
+	}
+	if !strings.Contains(term.text(), "Logged in to") {
+		t.Fatalf("screen:\n%s", term.text())
+	}
+}
+
+// When the session has expired, kubectl at a terminal has kaccess ask for the password again
+// and then carries on with the command.
+func TestKubectlAtATerminalRenewsAnExpiredSession(t *testing.T) {
+	c := testenv.Shared(t)
+	c.MustNamespace(t, "relogin")
+	c.MustGrantRole(t, "relogin", "team-read", []rbacv1.PolicyRule{readConfigMaps}, testenv.Group("corp:team"))
+	g := startGateway(t, nil, WithPasswordSource("corp", passwords(map[string]string{"alice": "s3cret!"}, map[string][]string{"alice": {"corp:team"}})))
+	e := newCLIEnv(t, g)
+	if _, errOut, err := e.run("s3cret!\n", "login", "--server", g.URL, "--ca-file", e.caFile, "--username", "alice", "--password-stdin"); err != nil {
+		t.Fatalf("login: %v %s", err, errOut)
+	}
+	if _, errOut, err := e.run("", "kubeconfig", "--server", g.URL, "--kubeconfig", e.kube, "--namespace", "relogin"); err != nil {
+		t.Fatalf("kubeconfig: %v %s", err, errOut)
+	}
+	store := cli.Store{Dir: filepath.Join(e.home, "sessions")}
+	sess, err := store.Load(g.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tty.Close()
-	var screen bytes.Buffer
-	lines := make(chan string, 16)
-	go func() {
-		r := bufio.NewReader(tty)
-		for {
-			s, err := r.ReadString(':')
-			screen.WriteString(s)
-			lines <- s
-			if err != nil {
-				close(lines)
-				return
-			}
-		}
-	}()
-	expect := func(want string) {
-		t.Helper()
-		deadline := time.After(20 * time.Second)
-		for {
-			select {
-			case s, ok := <-lines:
-				if !ok {
-					t.Fatalf("kaccess ended before %q; screen:\n%s", want, screen.String())
-				}
-				if strings.Contains(s, want) {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("no %q; screen:\n%s", want, screen.String())
-			}
-		}
+	oldToken := sess.Token
+	sess.ExpiresAt = time.Now().Add(-time.Minute)
+	if err := store.Save(sess); err != nil {
+		t.Fatal(err)
 	}
-	expect("Username:")
-	_, _ = tty.Write([]byte("bob\n"))
-	expect("Password for bob (corp):")
-	_, _ = tty.Write([]byte("hunter2\n"))
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("kaccess login: %v; screen:\n%s", err, screen.String())
+	// Without a terminal kubectl fails and says what to run.
+	if _, errOut, err := e.kubectl("get", "configmaps"); err == nil || !strings.Contains(errOut, "kaccess login --server "+g.URL) {
+		t.Fatalf("non-interactive kubectl with an expired session: %v %s", err, errOut)
 	}
-	for range lines {
+	cmd := exec.Command("kubectl", "--kubeconfig", e.kube, "get", "configmaps", "-o", "name")
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home, "KUBECACHEDIR="+t.TempDir())
+	term := startTerminal(t, cmd)
+	term.expect("Password for alice (corp):")
+	term.typeLine("s3cret!")
+	if err := term.wait(); err != nil {
+		t.Fatalf("kubectl after relogin: %v\n%s", err, term.text())
 	}
-	if strings.Contains(screen.String(), "hunter2") {
-		t.Fatalf("the password was echoed:\n%s", screen.String())
+	if strings.Contains(term.text(), "s3cret!") || strings.Contains(term.text(), "error") {
+		t.Fatalf("terminal:\n%s", term.text())
 	}
-	if !strings.Contains(screen.String(), "Logged in to") {
-		t.Fatalf("screen:\n%s", screen.String())
+	renewed, err := store.Load(g.URL)
+	if err != nil || renewed.Token == oldToken || !renewed.ExpiresAt.After(time.Now()) {
+		t.Fatalf("session not renewed: %v", err)
 	}
 }
 
