@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,7 +63,13 @@ func explain(err error, server string) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		if st.Message() != "" && st.Message() != "connection error" {
+		if strings.Contains(st.Message(), "x509:") || strings.Contains(st.Message(), "tls:") {
+			return fmt.Errorf("the gateway at %s has a certificate this machine does not trust: pass the gateway's CA with --ca-file (your operator has it)", server)
+		}
+		if strings.Contains(st.Message(), "connection error") {
+			return fmt.Errorf("cannot reach the gateway at %s: is the address right and the gateway running?", server)
+		}
+		if st.Message() != "" {
 			return fmt.Errorf("%s: %s", server, st.Message())
 		}
 		return fmt.Errorf("cannot reach the gateway at %s (is the address right, and does --ca-file match its certificate?)", server)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/client-go/tools/clientcmd"
 
 	kaccessv1 "github.com/kaccess/kaccess/api/gen/kaccess/v1"
 )
@@ -104,7 +105,7 @@ until it expires; kubectl then uses it through ` + "`kaccess credential`" + `.`,
 	serverFlag(cmd, &o.server)
 	cmd.Flags().StringVar(&o.source, "source", "", "login source (default: the only one the gateway offers)")
 	cmd.Flags().StringVar(&o.username, "username", "", "login name (asked for when not given)")
-	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "the gateway's CA certificate (default: the one kept from the last login, else the system's)")
+	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "the gateway's CA certificate (default: the one kept from the last login, else the one your kubeconfig pins for --server, else the system's)")
 	cmd.Flags().BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from standard input")
 	return cmd
 }
@@ -125,6 +126,8 @@ func login(ctx context.Context, s Streams, store Store, o loginOptions, previous
 	default:
 		if kept, err := store.Load(o.server); err == nil {
 			caData = kept.CAData
+		} else {
+			caData = caFromKubeconfig(o.server)
 		}
 	}
 	if previous != nil {
@@ -203,6 +206,21 @@ func readSecrets(s Streams, o *loginOptions) (string, error) {
 		return "", fmt.Errorf("read password: %w", err)
 	}
 	return string(pw), nil
+}
+
+// caFromKubeconfig finds the CA that a kubeconfig (from `kaccess kubeconfig`, or handed out by an
+// operator) pins for server, so `kaccess login --server` needs no --ca-file after it.
+func caFromKubeconfig(server string) []byte {
+	cfg, err := clientcmd.NewDefaultClientConfigLoadingRules().Load()
+	if err != nil {
+		return nil
+	}
+	for _, c := range cfg.Clusters {
+		if c.Server == server && len(c.CertificateAuthorityData) > 0 {
+			return c.CertificateAuthorityData
+		}
+	}
+	return nil
 }
 
 func orDefault(v, def string) string {

@@ -308,3 +308,25 @@ func TestLogoutReachesOtherReplicas(t *testing.T) {
 	}
 	waitFor(t, func() bool { code, _ := get(t, g2.httpClient(), g2.URL+path, token); return code == 401 })
 }
+
+// A kubeconfig handed out by an operator pins the gateway's CA; kaccess login uses it, so a
+// person needs no --ca-file.
+func TestLoginTakesTheCAFromTheKubeconfig(t *testing.T) {
+	g := startGateway(t, nil, WithPasswordSource("corp", passwords(map[string]string{"ines": "pw-ines"}, nil)))
+	e := newCLIEnv(t, g)
+	// Write the kubeconfig first (the CA given once), then log in without --ca-file.
+	if _, errOut, err := e.run("", "kubeconfig", "--server", g.URL, "--ca-file", e.caFile, "--kubeconfig", e.kube); err != nil {
+		t.Fatalf("kubeconfig: %v %s", err, errOut)
+	}
+	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--username", "ines", "--password-stdin")
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home, "KUBECONFIG="+e.kube)
+	cmd.Stdin = strings.NewReader("pw-ines\n")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Logged in") {
+		t.Fatalf("login with the CA from the kubeconfig: %v %s", err, out)
+	}
+	// Without it, the gateway's self-signed certificate is refused.
+	other := newCLIEnv(t, g)
+	if _, errOut, err := other.run("pw-ines\n", "login", "--server", g.URL, "--username", "ines", "--password-stdin"); err == nil || !strings.Contains(errOut, "ca-file") {
+		t.Fatalf("login with no CA anywhere: %v %s", err, errOut)
+	}
+}
