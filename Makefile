@@ -47,7 +47,7 @@ test: deps tools lint verify-generated ## Lint, then run every test against real
 
 bench: tools ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/session/ ./internal/gateway/
-	@$(GO) test -run '^$$' -bench BenchmarkADLogin -benchtime 20x ./internal/authn/ldap/
+	@$(GO) test -run '^$$' -bench 'BenchmarkAD' -benchtime 20x ./internal/authn/ldap/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 	@echo ">> gofmt, go vet, staticcheck"

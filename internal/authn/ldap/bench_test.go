@@ -92,3 +92,34 @@ func BenchmarkADLogin(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkADRefusals: an unknown user is answered no faster than a known user with a wrong
+// password, so response times do not tell which accounts exist (compare the two ns/op). The
+// wrong passwords go round many users: the test domain locks an account after five.
+func BenchmarkADRefusals(b *testing.B) {
+	ad := testenv.SharedAD(b)
+	users := make([]string, 64)
+	for i := range users {
+		users[i] = fmt.Sprintf("refusal%d", i)
+		if err := ad.CreateUser(context.Background(), users[i], benchPassword); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s := newSource(b, adConfig(b, ad), ldap.Options{})
+	next := 0
+	for _, tc := range []struct {
+		name string
+		user func() string
+	}{
+		{"wrong-password", func() string { next++; return users[next%len(users)] }},
+		{"unknown-user", func() string { return "nobody-here" }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.Login(context.Background(), tc.user(), "not-the-password"); err == nil {
+					b.Fatal("accepted")
+				}
+			}
+		})
+	}
+}

@@ -65,6 +65,8 @@ type Source struct {
 	limiter *authn.FailureLimiter
 	sids    *sidCache
 	timeout time.Duration
+	// wrongPassword tracks how long refused logins of existing users take.
+	wrongPassword durationAverage
 }
 
 // New checks cfg (after filling in defaults) and returns a Source. It does not connect: a
@@ -148,9 +150,14 @@ func (s *Source) login(ctx context.Context, username, password string) (*authn.I
 	if err := checkUsername(username); err != nil {
 		return nil, s.reject(ErrInvalidCredentials, "%v", err)
 	}
+	started := time.Now()
 	u, err := s.findUser(ctx, username)
 	if err != nil {
 		return nil, err
+	}
+	if u == nil {
+		s.padLikeWrongPassword(ctx, started)
+		return nil, s.reject(ErrInvalidCredentials, "no user %q under %s", username, s.cfg.UserBaseDN)
 	}
 	// The groups are read on a pooled service connection while the user's bind runs on its
 	// own: on AD both make the DC compute the user's token, and one need not wait for the
@@ -166,6 +173,9 @@ func (s *Source) login(ctx context.Context, username, password string) (*authn.I
 		resolved <- groupsResult{names, err}
 	}()
 	if err := s.bindUser(ctx, u, password); err != nil {
+		if errors.Is(err, ErrInvalidCredentials) {
+			s.wrongPassword.observe(time.Since(started))
+		}
 		return nil, err
 	}
 	g := <-resolved
@@ -222,7 +232,7 @@ func (s *Source) findUser(ctx context.Context, username string) (*user, error) {
 	}
 	switch n := len(res.Entries); {
 	case n == 0:
-		return nil, s.reject(ErrInvalidCredentials, "no user %q under %s", username, s.cfg.UserBaseDN)
+		return nil, nil // no such user: login answers as for a wrong password
 	case n > 1:
 		return nil, s.reject(ErrInvalidCredentials, "login name %q matches more than one entry (%s, %s): check userFilter",
 			username, res.Entries[0].DN, res.Entries[1].DN)
@@ -253,6 +263,26 @@ func (s *Source) findUser(ctx context.Context, username string) (*user, error) {
 
 // bindUser binds as the user on a fresh connection, closed right after: the pooled service
 // connections are never rebound.
+// padLikeWrongPassword makes the answer for an unknown user take as long as a wrong password
+// has lately taken (a user bind the directory refuses), so response times do not tell which
+// accounts exist. Before any wrong password was seen, a bind to a DN that does not exist stands
+// in (with a fixed decoy password: the person's has no business going anywhere).
+func (s *Source) padLikeWrongPassword(ctx context.Context, started time.Time) {
+	typical, ok := s.wrongPassword.value()
+	if !ok {
+		_ = s.bindUser(ctx, &user{dn: "CN=kaccess-no-such-user," + s.cfg.UserBaseDN}, "kaccess-decoy-bind")
+		return
+	}
+	if wait := typical - time.Since(started); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+}
+
 func (s *Source) bindUser(ctx context.Context, u *user, password string) error {
 	c, url, err := dialAny(ctx, s.dialer, s.cfg.URLs)
 	if err != nil {
