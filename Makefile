@@ -43,11 +43,12 @@ test: deps tools lint verify-generated ## Lint, then run every test against real
 	@echo ">> go test (real etcd + kube-apiserver are started per test binary)"
 	@$(GO) test -count=1 -timeout 20m ./...
 	@echo ">> go test -race on the concurrent packages"
-	@$(GO) test -count=1 -race -timeout 10m ./internal/session/... ./internal/authn/... ./internal/proxy/... ./internal/cli/...
+	@$(GO) test -count=1 -race -timeout 10m ./internal/session/... ./internal/authn/... ./internal/proxy/... ./internal/cli/... ./internal/audit/...
 
 bench: tools ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/session/ ./internal/gateway/
 	@$(GO) test -run '^$$' -bench 'BenchmarkAD' -benchtime 20x ./internal/authn/ldap/
+	@$(GO) test -run '^$$' -bench . -benchmem ./internal/audit/spool/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 	@echo ">> gofmt, go vet, staticcheck"

@@ -17,21 +17,22 @@ const module = "github.com/kaccess/kaccess/"
 // (the generated API under api/ may be imported by anyone).
 // Feature packages stay small and independent; internal/gateway is the one that wires them.
 var allowed = map[string][]string{
-	"internal/apiserver":  {"internal/authn", "internal/session"},
-	"internal/arch":       nil,
-	"internal/authn":      {"internal/session"},
-	"internal/authn/ldap": {"internal/authn"},
-	"internal/cli":        nil,
-	"internal/config":     {"internal/authn/ldap"},
-	"internal/gateway":    {"internal/apiserver", "internal/authn", "internal/authn/ldap", "internal/config", "internal/kubestatus", "internal/proxy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
-	"internal/kubestatus": nil,
-	"internal/proxy":      {"internal/authn", "internal/kubestatus", "internal/requestctx"},
-	"internal/requestctx": nil,
-	"internal/revocation": nil,
-	"internal/session":    nil,
-	"internal/testenv":    nil,
-	"internal/tlsutil":    nil,
-	"internal/upstream":   {"internal/config"},
+	"internal/apiserver":   {"internal/authn", "internal/session"},
+	"internal/arch":        nil,
+	"internal/audit/spool": nil,
+	"internal/authn":       {"internal/session"},
+	"internal/authn/ldap":  {"internal/authn"},
+	"internal/cli":         nil,
+	"internal/config":      {"internal/authn/ldap"},
+	"internal/gateway":     {"internal/apiserver", "internal/authn", "internal/authn/ldap", "internal/config", "internal/kubestatus", "internal/proxy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
+	"internal/kubestatus":  nil,
+	"internal/proxy":       {"internal/authn", "internal/kubestatus", "internal/requestctx"},
+	"internal/requestctx":  nil,
+	"internal/revocation":  nil,
+	"internal/session":     nil,
+	"internal/testenv":     nil,
+	"internal/tlsutil":     nil,
+	"internal/upstream":    {"internal/config"},
 }
 
 type pkg struct {
