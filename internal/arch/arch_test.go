@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"internal/audit/spool": nil,
 	"internal/authn":       {"internal/session"},
 	"internal/authn/ldap":  {"internal/authn"},
+	"internal/authn/oidc":  {"internal/authn"},
 	"internal/cli":         nil,
 	"internal/config":      {"internal/authn/ldap"},
 	"internal/gateway":     {"internal/apiserver", "internal/authn", "internal/authn/ldap", "internal/config", "internal/kubestatus", "internal/proxy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
