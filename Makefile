@@ -18,7 +18,7 @@ build: ## Build bin/gateway and bin/kaccess
 
 # The real kube-apiserver and etcd, built from Go modules in their own module (hack/tools).
 # Rebuilt only when hack/tools changes; the first build takes several minutes.
-tools: $(BIN)/kube-apiserver $(BIN)/etcd ## Build the real kube-apiserver and etcd the tests run
+tools: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/oidc-provider ## Build the real kube-apiserver, etcd and OpenID provider the tests run
 
 $(BIN)/kube-apiserver: hack/tools/go.mod hack/tools/go.sum
 	@echo ">> building kube-apiserver from k8s.io/kubernetes (first build: about 5-8 minutes)"
@@ -31,6 +31,10 @@ $(BIN)/etcd: hack/tools/go.mod hack/tools/go.sum hack/tools/etcd/main.go
 
 deps: ## Install the Debian packages the tests run for real (Samba AD, OpenLDAP)
 	@hack/deps.sh
+
+$(BIN)/oidc-provider: hack/oidc-provider/go.mod hack/oidc-provider/go.sum hack/oidc-provider/main.go
+	@echo ">> building oidc-provider (zitadel/oidc example server)"
+	@cd hack/oidc-provider && $(GO) build -o $@ .
 
 run: deps tools build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
 	@$(GO) build -o $(BIN)/devenv ./hack/devenv
@@ -49,6 +53,7 @@ bench: tools ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/session/ ./internal/gateway/
 	@$(GO) test -run '^$$' -bench 'BenchmarkAD' -benchtime 20x ./internal/authn/ldap/
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/audit/spool/
+	@$(GO) test -run '^$$' -bench 'BenchmarkVerify' -benchmem ./internal/authn/oidc/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 	@echo ">> gofmt, go vet, staticcheck"

@@ -19,6 +19,7 @@ const module = "github.com/kaccess/kaccess/"
 var allowed = map[string][]string{
 	"internal/apiserver":   {"internal/authn", "internal/session"},
 	"internal/arch":        nil,
+	"internal/audit/event": {"internal/authn"},
 	"internal/audit/spool": nil,
 	"internal/authn":       {"internal/session"},
 	"internal/authn/ldap":  {"internal/authn"},
