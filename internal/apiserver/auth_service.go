@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -54,6 +55,11 @@ func (a *authService) Login(ctx context.Context, req *kaccessv1.LoginRequest) (*
 		return nil, violations{{Field: "source", Description: "no login source named " + strconv.Quote(req.GetSource()) + "; ListSources lists them"}}.err()
 	}
 
+	if src.Passwords == nil {
+		a.log.InfoContext(ctx, "login", append(event, "outcome", "wrong_kind")...)
+		return nil, violations{{Field: "source", Description: strconv.Quote(req.GetSource()) +
+			" is an OpenID Connect source: log in at its issuer and exchange the ID token (kaccess login --source " + req.GetSource() + ")"}}.err()
+	}
 	id, err := src.Passwords.Login(ctx, req.GetUsername(), req.GetPassword())
 	if err == nil && (id == nil || id.User == "") {
 		a.log.ErrorContext(ctx, "login", append(event, "outcome", "source_error", "error", "the source returned no identity")...)
@@ -182,10 +188,77 @@ func (a *authService) ListSources(_ context.Context, req *kaccessv1.ListSourcesR
 	end := min(start+size, len(a.names))
 	resp := &kaccessv1.ListSourcesResponse{}
 	for _, name := range a.names[start:end] {
-		resp.Sources = append(resp.Sources, &kaccessv1.Source{Name: name, Type: a.sources[name].Type})
+		src := a.sources[name]
+		resp.Sources = append(resp.Sources, &kaccessv1.Source{Name: name, Type: src.Type,
+			IssuerUrl: src.IssuerURL, ClientId: src.ClientID, Scopes: src.Scopes})
 	}
 	if end < len(a.names) {
 		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(a.names[end-1]))
 	}
 	return resp, nil
+}
+
+// maxIDTokenBytes bounds an ID token; real ones are a few KiB.
+const maxIDTokenBytes = 64 << 10
+
+// ExchangeToken verifies an ID token of the named OIDC source and starts a session that ends
+// no later than the ID token does, so the issuer's decisions (a disabled account, fewer groups)
+// reach the gateway at the next renewal.
+func (a *authService) ExchangeToken(ctx context.Context, req *kaccessv1.ExchangeTokenRequest) (*kaccessv1.ExchangeTokenResponse, error) {
+	var v violations
+	switch src := req.GetSource(); {
+	case src == "":
+		v.add("source", "required")
+	case !sourceNameRE.MatchString(src):
+		v.add("source", "must be a login source name as ListSources returns them")
+	}
+	switch t := req.GetIdToken(); {
+	case t == "":
+		v.add("id_token", "required")
+	case len(t) > maxIDTokenBytes:
+		v.add("id_token", "longer than 64 KiB")
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	event := []any{"source", req.GetSource(), "client_address", authn.ClientAddressFrom(ctx), "method", "id_token"}
+	src, ok := a.sources[req.GetSource()]
+	if !ok || src.IDTokens == nil {
+		a.log.InfoContext(ctx, "login", append(event, "outcome", "unknown_source")...)
+		return nil, violations{{Field: "source", Description: "no OpenID Connect source named " + strconv.Quote(req.GetSource()) + "; ListSources lists them"}}.err()
+	}
+	id, ok, err := src.IDTokens.AuthenticateToken(ctx, req.GetIdToken())
+	switch {
+	case err != nil:
+		var rej *authn.RejectedError
+		code := codes.Unauthenticated
+		msg := "the ID token could not be checked"
+		if errors.As(err, &rej) {
+			msg = rej.Message
+			if rej.Reason == "idp_unavailable" {
+				code = codes.Unavailable
+			}
+		}
+		a.log.InfoContext(ctx, "login", append(event, "outcome", authn.FailureReason(err), "error", err.Error())...)
+		return nil, status.Error(code, msg)
+	case !ok || id == nil || id.User == "":
+		a.log.InfoContext(ctx, "login", append(event, "outcome", "unknown_issuer")...)
+		return nil, status.Error(codes.Unauthenticated, "the ID token is not from the issuer of source "+strconv.Quote(req.GetSource()))
+	}
+	event = append(event, "user", id.User)
+	token, claims, err := a.sessions.Mint(ctx, session.Claims{
+		User: id.User, UID: id.UID, Groups: id.Groups, Extra: id.Extra, Source: req.GetSource(), ExpiresAt: id.ExpiresAt,
+	})
+	if err != nil {
+		a.log.ErrorContext(ctx, "login", append(event, "outcome", "session_error", "error", err.Error())...)
+		return nil, status.Error(codes.Internal, "the session could not be created; the gateway's log has the details")
+	}
+	a.log.InfoContext(ctx, "login", append(event, "outcome", "success", "session_id", claims.SessionID,
+		"uid", claims.UID, "groups", len(claims.Groups), "expire_time", claims.ExpiresAt)...)
+	return &kaccessv1.ExchangeTokenResponse{
+		Token:      token,
+		ExpireTime: timestamppb.New(claims.ExpiresAt),
+		Identity:   &kaccessv1.Identity{User: claims.User, Uid: claims.UID, Groups: claims.Groups, Source: claims.Source},
+		SessionId:  claims.SessionID,
+	}, nil
 }

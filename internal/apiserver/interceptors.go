@@ -27,8 +27,9 @@ const clientAddressKey = "x-kaccess-client-address"
 // publicMethods need no credential: a person logs in with them. Everything else does (fail
 // closed: a method added later is authenticated unless it is listed here).
 var publicMethods = map[string]bool{
-	kaccessv1.AuthService_Login_FullMethodName:       true,
-	kaccessv1.AuthService_ListSources_FullMethodName: true,
+	kaccessv1.AuthService_Login_FullMethodName:         true,
+	kaccessv1.AuthService_ListSources_FullMethodName:   true,
+	kaccessv1.AuthService_ExchangeToken_FullMethodName: true,
 }
 
 // publicServices are infrastructure: load balancers and kubelets probe health without a token,

@@ -53,12 +53,19 @@ type SessionStore interface {
 	Revoke(ctx context.Context, sessionID string, until time.Time) error
 }
 
-// Source is a configured login source.
+// Source is a configured login source: a directory (Passwords, for Login) or an OpenID
+// Connect issuer (IDTokens, for ExchangeToken).
 type Source struct {
-	// Type says what kind of directory it is, e.g. "ldap" or "activedirectory" (ListSources).
+	// Type says what kind of source it is, e.g. "ldap", "activedirectory", "oidc" (ListSources).
 	Type string
-	// Passwords checks logins against it.
+	// Passwords checks logins against a directory.
 	Passwords authn.PasswordSource
+	// IDTokens verifies ID tokens of the source's issuer.
+	IDTokens authn.TokenAuthenticator
+	// IssuerURL, ClientID and Scopes tell a client where and how to log in (OIDC only).
+	IssuerURL string
+	ClientID  string
+	Scopes    []string
 }
 
 // Config configures a Server.
@@ -100,8 +107,11 @@ func (c *Config) validate() error {
 		if src.Type == "" {
 			add(fmt.Sprintf("sources[%q].type", name), "required")
 		}
-		if src.Passwords == nil {
-			add(fmt.Sprintf("sources[%q].passwords", name), "required")
+		if (src.Passwords == nil) == (src.IDTokens == nil) {
+			add(fmt.Sprintf("sources[%q]", name), "set exactly one of passwords (a directory) and idTokens (an OIDC issuer)")
+		}
+		if src.IDTokens != nil && (src.IssuerURL == "" || src.ClientID == "") {
+			add(fmt.Sprintf("sources[%q]", name), "an OIDC source needs issuerURL and clientID for clients")
 		}
 	}
 	return errors.Join(errs...)

@@ -35,7 +35,7 @@ func TestNewValidatesEveryField(t *testing.T) {
 	for _, want := range []string{
 		"apiserver.sessions: required", "apiserver.authenticator: required", "apiserver.tls: has no certificate",
 		`apiserver.sources["Bad Name"]: name must be`, `apiserver.sources["corp"].type: required`,
-		`apiserver.sources["corp"].passwords: required`,
+		`apiserver.sources["corp"]: set exactly one of passwords`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kaccess/kaccess/internal/authn/ldap"
+	"github.com/kaccess/kaccess/internal/authn/oidc"
 )
 
 // Config is the whole gateway configuration file.
@@ -30,6 +31,10 @@ type Config struct {
 	// Directories are the LDAP and Active Directory login sources, by name (`kaccess login
 	// --source <name>`). See internal/authn/ldap.Config for every field.
 	Directories []ldap.Config `json:"directories"`
+	// OIDC are the OpenID Connect issuers whose ID tokens are accepted, on the proxy directly
+	// and by `kaccess login --source <name>` (exchanged for a session). See
+	// internal/authn/oidc.Config for every field.
+	OIDC []oidc.Config `json:"oidc"`
 	// Session configures the gateway's own session tokens.
 	Session Session `json:"session"`
 	// Limits bound what a client may send.
@@ -177,6 +182,9 @@ func (c *Config) SetDefaults() {
 	setDuration(&c.Timeouts.ShutdownDrain, 30*time.Second)
 	for i := range c.Directories {
 		c.Directories[i].SetDefaults()
+	}
+	for i := range c.OIDC {
+		c.OIDC[i].SetDefaults()
 	}
 	setString(&c.Log.Level, "info")
 	setString(&c.Log.Format, "json")

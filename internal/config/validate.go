@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kaccess/kaccess/internal/authn/oidc"
 )
 
 // FieldError is one problem in the file, at a field path such as clusters[1].server.
@@ -60,6 +62,7 @@ func (c *Config) Validate() error {
 	c.validateClusters(&p)
 	c.validateSession(&p)
 	c.validateDirectories(&p)
+	c.validateOIDC(&p)
 	if c.Limits.MaxHeaderBytes < 4<<10 {
 		p.add("limits.maxHeaderBytes", "must be at least 4096, got %d", c.Limits.MaxHeaderBytes)
 	}
@@ -179,6 +182,44 @@ func (c *Config) validateDirectories(p *problems) {
 			}
 		}
 	}
+}
+
+func (c *Config) validateOIDC(p *problems) {
+	for _, e := range flatten(oidc.ValidateAll(c.OIDC)) {
+		if path, problem, ok := strings.Cut(e.Error(), ": "); ok {
+			p.add(path, "%s", problem)
+		} else {
+			p.add("oidc", "%s", e.Error())
+		}
+	}
+	dirs := map[string]bool{}
+	for _, d := range c.Directories {
+		dirs[d.Name] = true
+	}
+	for i, o := range c.OIDC {
+		if !clusterName.MatchString(o.Name) {
+			p.add(fmt.Sprintf("oidc[%d].name", i), "must be lowercase letters, digits and '-' (people type it: kaccess login --source NAME), got %q", o.Name)
+		}
+		if dirs[o.Name] {
+			p.add(fmt.Sprintf("oidc[%d].name", i), "%q is also a directory's name; login sources need distinct names", o.Name)
+		}
+	}
+}
+
+// flatten unpacks errors.Join trees into their leaves.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 func (c *Config) validateSession(p *problems) {

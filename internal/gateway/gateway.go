@@ -22,6 +22,7 @@ import (
 	"github.com/kaccess/kaccess/internal/apiserver"
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/authn/ldap"
+	"github.com/kaccess/kaccess/internal/authn/oidc"
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/kubestatus"
 	"github.com/kaccess/kaccess/internal/proxy"
@@ -121,6 +122,23 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 	}
 	g.sessions = sessions
 	authenticator := authn.Union{authn.Sessions{Verifier: sessions}}
+	if len(cfg.OIDC) > 0 {
+		// ID tokens of the configured issuers are accepted on the proxy as they are (kubectl
+		// with an OIDC plugin), and exchanged for sessions by `kaccess login`.
+		idTokens, err := oidc.New(g.background, cfg.OIDC, oidc.Options{Logger: log})
+		if err != nil {
+			g.stopBackground()
+			return nil, err
+		}
+		authenticator = append(authenticator, idTokens)
+		for _, oc := range cfg.OIDC {
+			sources[oc.Name] = apiserver.Source{
+				Type: "oidc", IDTokens: onlySource(idTokens, oc.Source()),
+				IssuerURL: oc.IssuerURL, ClientID: oc.ClientIDs[0],
+				Scopes: []string{"openid", "profile", "email", "offline_access"},
+			}
+		}
+	}
 
 	mux := http.NewServeMux()
 	for i, cc := range cfg.Clusters {
@@ -205,6 +223,18 @@ func (g *Gateway) setupTLS() error {
 		NextProtos:     []string{"h2", "http/1.1"},
 	}
 	return nil
+}
+
+// onlySource narrows a multi-issuer authenticator to one source, so ExchangeToken for source A
+// never accepts an ID token of source B's issuer.
+func onlySource(a authn.TokenAuthenticator, source string) authn.TokenAuthenticator {
+	return authn.TokenFunc(func(ctx context.Context, token string) (*authn.Identity, bool, error) {
+		id, ok, err := a.AuthenticateToken(ctx, token)
+		if err != nil || !ok || id.Source != source {
+			return nil, false, err
+		}
+		return id, true, nil
+	})
 }
 
 func (g *Gateway) defaultCluster() *upstream.Cluster {

@@ -467,10 +467,16 @@ func (x *ListSourcesRequest) GetPageToken() string {
 // Source is a login source a person can log in with.
 type Source struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The name to pass as LoginRequest.source.
+	// The name to pass as LoginRequest.source or ExchangeTokenRequest.source.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The kind of directory: "ldap" or "activedirectory".
-	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// The kind of source: "ldap" or "activedirectory" (Login), or "oidc" (ExchangeToken).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// For "oidc": the issuer a client logs in at.
+	IssuerUrl string `protobuf:"bytes,3,opt,name=issuer_url,json=issuerUrl,proto3" json:"issuer_url,omitempty"`
+	// For "oidc": the public client id a CLI uses at the issuer.
+	ClientId string `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// For "oidc": the scopes to ask for (openid and offline_access are always asked for).
+	Scopes        []string `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -519,6 +525,155 @@ func (x *Source) GetType() string {
 	return ""
 }
 
+func (x *Source) GetIssuerUrl() string {
+	if x != nil {
+		return x.IssuerUrl
+	}
+	return ""
+}
+
+func (x *Source) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Source) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+// ExchangeTokenRequest carries an ID token from an OIDC source's issuer.
+type ExchangeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name of the OIDC login source, as ListSources returns it.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// The ID token (a JWT signed by the issuer).
+	IdToken       string `protobuf:"bytes,2,opt,name=id_token,json=idToken,proto3" json:"id_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeTokenRequest) Reset() {
+	*x = ExchangeTokenRequest{}
+	mi := &file_kaccess_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeTokenRequest) ProtoMessage() {}
+
+func (x *ExchangeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeTokenRequest.ProtoReflect.Descriptor instead.
+func (*ExchangeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExchangeTokenRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ExchangeTokenRequest) GetIdToken() string {
+	if x != nil {
+		return x.IdToken
+	}
+	return ""
+}
+
+// ExchangeTokenResponse holds the new session, as LoginResponse does.
+type ExchangeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session token: send it as "Authorization: Bearer <token>".
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// When the token stops being valid: no later than the ID token's expiry.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Who the token says the caller is.
+	Identity *Identity `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The session's identifier, which audit records and Logout refer to.
+	SessionId     string `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeTokenResponse) Reset() {
+	*x = ExchangeTokenResponse{}
+	mi := &file_kaccess_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeTokenResponse) ProtoMessage() {}
+
+func (x *ExchangeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeTokenResponse.ProtoReflect.Descriptor instead.
+func (*ExchangeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExchangeTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *ExchangeTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *ExchangeTokenResponse) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *ExchangeTokenResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
 // ListSourcesResponse is one page of login sources, in name order.
 type ListSourcesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -532,7 +687,7 @@ type ListSourcesResponse struct {
 
 func (x *ListSourcesResponse) Reset() {
 	*x = ListSourcesResponse{}
-	mi := &file_kaccess_v1_auth_proto_msgTypes[9]
+	mi := &file_kaccess_v1_auth_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +699,7 @@ func (x *ListSourcesResponse) String() string {
 func (*ListSourcesResponse) ProtoMessage() {}
 
 func (x *ListSourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kaccess_v1_auth_proto_msgTypes[9]
+	mi := &file_kaccess_v1_auth_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +712,7 @@ func (x *ListSourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListSourcesResponse) Descriptor() ([]byte, []int) {
-	return file_kaccess_v1_auth_proto_rawDescGZIP(), []int{9}
+	return file_kaccess_v1_auth_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSourcesResponse) GetSources() []*Source {
@@ -608,15 +763,30 @@ const file_kaccess_v1_auth_proto_rawDesc = "" +
 	"\x12ListSourcesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"0\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x06Source\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04type\x18\x02 \x01(\tR\x04type\"k\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1d\n" +
+	"\n" +
+	"issuer_url\x18\x03 \x01(\tR\tissuerUrl\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12\x16\n" +
+	"\x06scopes\x18\x05 \x03(\tR\x06scopes\"V\n" +
+	"\x14ExchangeTokenRequest\x12\x1b\n" +
+	"\x06source\x18\x01 \x01(\tB\x03\xe0A\x02R\x06source\x12!\n" +
+	"\bid_token\x18\x02 \x01(\tB\x06\xe0A\x02\xe0A\x04R\aidToken\"\xbb\x01\n" +
+	"\x15ExchangeTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x120\n" +
+	"\bidentity\x18\x03 \x01(\v2\x14.kaccess.v1.IdentityR\bidentity\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\"k\n" +
 	"\x13ListSourcesResponse\x12,\n" +
 	"\asources\x18\x01 \x03(\v2\x12.kaccess.v1.SourceR\asources\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x8c\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbc\x05\n" +
 	"\vAuthService\x12\x81\x01\n" +
-	"\x05Login\x12\x18.kaccess.v1.LoginRequest\x1a\x19.kaccess.v1.LoginResponse\"C\x92A'\x12#Log in with a username and passwordb\x00\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x12w\n" +
+	"\x05Login\x12\x18.kaccess.v1.LoginRequest\x1a\x19.kaccess.v1.LoginResponse\"C\x92A'\x12#Log in with a username and passwordb\x00\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x12\xad\x01\n" +
+	"\rExchangeToken\x12 .kaccess.v1.ExchangeTokenRequest\x1a!.kaccess.v1.ExchangeTokenResponse\"W\x92A3\x12/Start a session from an OpenID Connect ID tokenb\x00\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/auth:exchangeToken\x12w\n" +
 	"\x06WhoAmI\x12\x19.kaccess.v1.WhoAmIRequest\x1a\x1a.kaccess.v1.WhoAmIResponse\"6\x92A\x1c\x12\x1aShow the caller's identity\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auth:whoami\x12x\n" +
 	"\x06Logout\x12\x19.kaccess.v1.LogoutRequest\x1a\x1a.kaccess.v1.LogoutResponse\"7\x92A\x1a\x12\x18End the caller's session\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth:logout\x12\x85\x01\n" +
 	"\vListSources\x12\x1e.kaccess.v1.ListSourcesRequest\x1a\x1f.kaccess.v1.ListSourcesResponse\"5\x92A\x1a\x12\x16List the login sourcesb\x00\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/auth/sourcesB\x94\x03\x92A\xd7\x02\x12\xb8\x01\n" +
@@ -639,7 +809,7 @@ func file_kaccess_v1_auth_proto_rawDescGZIP() []byte {
 	return file_kaccess_v1_auth_proto_rawDescData
 }
 
-var file_kaccess_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_kaccess_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_kaccess_v1_auth_proto_goTypes = []any{
 	(*Identity)(nil),              // 0: kaccess.v1.Identity
 	(*LoginRequest)(nil),          // 1: kaccess.v1.LoginRequest
@@ -650,28 +820,34 @@ var file_kaccess_v1_auth_proto_goTypes = []any{
 	(*LogoutResponse)(nil),        // 6: kaccess.v1.LogoutResponse
 	(*ListSourcesRequest)(nil),    // 7: kaccess.v1.ListSourcesRequest
 	(*Source)(nil),                // 8: kaccess.v1.Source
-	(*ListSourcesResponse)(nil),   // 9: kaccess.v1.ListSourcesResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*ExchangeTokenRequest)(nil),  // 9: kaccess.v1.ExchangeTokenRequest
+	(*ExchangeTokenResponse)(nil), // 10: kaccess.v1.ExchangeTokenResponse
+	(*ListSourcesResponse)(nil),   // 11: kaccess.v1.ListSourcesResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_kaccess_v1_auth_proto_depIdxs = []int32{
-	10, // 0: kaccess.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 0: kaccess.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: kaccess.v1.LoginResponse.identity:type_name -> kaccess.v1.Identity
 	0,  // 2: kaccess.v1.WhoAmIResponse.identity:type_name -> kaccess.v1.Identity
-	10, // 3: kaccess.v1.WhoAmIResponse.expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: kaccess.v1.ListSourcesResponse.sources:type_name -> kaccess.v1.Source
-	1,  // 5: kaccess.v1.AuthService.Login:input_type -> kaccess.v1.LoginRequest
-	3,  // 6: kaccess.v1.AuthService.WhoAmI:input_type -> kaccess.v1.WhoAmIRequest
-	5,  // 7: kaccess.v1.AuthService.Logout:input_type -> kaccess.v1.LogoutRequest
-	7,  // 8: kaccess.v1.AuthService.ListSources:input_type -> kaccess.v1.ListSourcesRequest
-	2,  // 9: kaccess.v1.AuthService.Login:output_type -> kaccess.v1.LoginResponse
-	4,  // 10: kaccess.v1.AuthService.WhoAmI:output_type -> kaccess.v1.WhoAmIResponse
-	6,  // 11: kaccess.v1.AuthService.Logout:output_type -> kaccess.v1.LogoutResponse
-	9,  // 12: kaccess.v1.AuthService.ListSources:output_type -> kaccess.v1.ListSourcesResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	12, // 3: kaccess.v1.WhoAmIResponse.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 4: kaccess.v1.ExchangeTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 5: kaccess.v1.ExchangeTokenResponse.identity:type_name -> kaccess.v1.Identity
+	8,  // 6: kaccess.v1.ListSourcesResponse.sources:type_name -> kaccess.v1.Source
+	1,  // 7: kaccess.v1.AuthService.Login:input_type -> kaccess.v1.LoginRequest
+	9,  // 8: kaccess.v1.AuthService.ExchangeToken:input_type -> kaccess.v1.ExchangeTokenRequest
+	3,  // 9: kaccess.v1.AuthService.WhoAmI:input_type -> kaccess.v1.WhoAmIRequest
+	5,  // 10: kaccess.v1.AuthService.Logout:input_type -> kaccess.v1.LogoutRequest
+	7,  // 11: kaccess.v1.AuthService.ListSources:input_type -> kaccess.v1.ListSourcesRequest
+	2,  // 12: kaccess.v1.AuthService.Login:output_type -> kaccess.v1.LoginResponse
+	10, // 13: kaccess.v1.AuthService.ExchangeToken:output_type -> kaccess.v1.ExchangeTokenResponse
+	4,  // 14: kaccess.v1.AuthService.WhoAmI:output_type -> kaccess.v1.WhoAmIResponse
+	6,  // 15: kaccess.v1.AuthService.Logout:output_type -> kaccess.v1.LogoutResponse
+	11, // 16: kaccess.v1.AuthService.ListSources:output_type -> kaccess.v1.ListSourcesResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_kaccess_v1_auth_proto_init() }
@@ -685,7 +861,7 @@ func file_kaccess_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kaccess_v1_auth_proto_rawDesc), len(file_kaccess_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

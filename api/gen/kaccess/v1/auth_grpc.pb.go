@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName       = "/kaccess.v1.AuthService/Login"
-	AuthService_WhoAmI_FullMethodName      = "/kaccess.v1.AuthService/WhoAmI"
-	AuthService_Logout_FullMethodName      = "/kaccess.v1.AuthService/Logout"
-	AuthService_ListSources_FullMethodName = "/kaccess.v1.AuthService/ListSources"
+	AuthService_Login_FullMethodName         = "/kaccess.v1.AuthService/Login"
+	AuthService_ExchangeToken_FullMethodName = "/kaccess.v1.AuthService/ExchangeToken"
+	AuthService_WhoAmI_FullMethodName        = "/kaccess.v1.AuthService/WhoAmI"
+	AuthService_Logout_FullMethodName        = "/kaccess.v1.AuthService/Logout"
+	AuthService_ListSources_FullMethodName   = "/kaccess.v1.AuthService/ListSources"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -36,6 +37,11 @@ type AuthServiceClient interface {
 	// a session: the returned token is what kubectl (through `kaccess credential`) and this API
 	// accept as a bearer token until expire_time. It needs no credential.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
+	// ExchangeToken starts a session from an OpenID Connect ID token that the client obtained from
+	// an OIDC login source's issuer (authorization code with PKCE, or the device grant). The
+	// session ends no later than the ID token; the client renews it with a fresh ID token. It
+	// needs no other credential.
+	ExchangeToken(ctx context.Context, in *ExchangeTokenRequest, opts ...grpc.CallOption) (*ExchangeTokenResponse, error)
 	// WhoAmI returns the caller's identity as the gateway sees it, and when its credential expires.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
 	// Logout ends the caller's session: its token stops working at once, on every replica that
@@ -58,6 +64,16 @@ func (c *authServiceClient) Login(ctx context.Context, in *LoginRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LoginResponse)
 	err := c.cc.Invoke(ctx, AuthService_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ExchangeToken(ctx context.Context, in *ExchangeTokenRequest, opts ...grpc.CallOption) (*ExchangeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExchangeTokenResponse)
+	err := c.cc.Invoke(ctx, AuthService_ExchangeToken_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +121,11 @@ type AuthServiceServer interface {
 	// a session: the returned token is what kubectl (through `kaccess credential`) and this API
 	// accept as a bearer token until expire_time. It needs no credential.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
+	// ExchangeToken starts a session from an OpenID Connect ID token that the client obtained from
+	// an OIDC login source's issuer (authorization code with PKCE, or the device grant). The
+	// session ends no later than the ID token; the client renews it with a fresh ID token. It
+	// needs no other credential.
+	ExchangeToken(context.Context, *ExchangeTokenRequest) (*ExchangeTokenResponse, error)
 	// WhoAmI returns the caller's identity as the gateway sees it, and when its credential expires.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
 	// Logout ends the caller's session: its token stops working at once, on every replica that
@@ -125,6 +146,9 @@ type UnimplementedAuthServiceServer struct{}
 
 func (UnimplementedAuthServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
+}
+func (UnimplementedAuthServiceServer) ExchangeToken(context.Context, *ExchangeTokenRequest) (*ExchangeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExchangeToken not implemented")
 }
 func (UnimplementedAuthServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
@@ -170,6 +194,24 @@ func _AuthService_Login_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuthServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ExchangeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ExchangeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ExchangeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ExchangeToken(ctx, req.(*ExchangeTokenRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -238,6 +280,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Login",
 			Handler:    _AuthService_Login_Handler,
+		},
+		{
+			MethodName: "ExchangeToken",
+			Handler:    _AuthService_ExchangeToken_Handler,
 		},
 		{
 			MethodName: "WhoAmI",
