@@ -1,0 +1,173 @@
+// Package event is the audit record of kaccess: one Event per request through the proxy and per
+// gateway state change (login, token issued, grant, ...), its compact spool encoding, the audit
+// policy that decides how much of a request is kept (Kubernetes' own audit.k8s.io/v1 Policy,
+// evaluated by k8s.io/apiserver's code), and the redaction applied to every body whatever the
+// policy says.
+package event
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+	genericrequest "k8s.io/apiserver/pkg/endpoints/request"
+
+	"github.com/kaccess/kaccess/internal/authn"
+)
+
+// Kind says what an event records.
+type Kind string
+
+// Kinds of events. A request through the proxy is KindRequest; the others are state changes of
+// the gateway, with their details in Event.Extra.
+const (
+	KindRequest       Kind = "request"
+	KindLogin         Kind = "login"
+	KindLoginFailed   Kind = "login_failed"
+	KindLogout        Kind = "logout"
+	KindTokenIssued   Kind = "token_issued"
+	KindTokenRevoked  Kind = "token_revoked"
+	KindAccessRequest Kind = "access_request"
+	KindGrant         Kind = "grant"
+	KindGrantRevoked  Kind = "grant_revoked"
+	KindRBACChange    Kind = "rbac_change"
+)
+
+// Stage says which part of a request an event records.
+type Stage string
+
+// Stages. Ordinary requests have one event, StageComplete. Long-running ones (watch, exec, attach,
+// port-forward, follow logs) have a StageStarted event when the response starts and a StageEnded
+// event, with Duration, when it ends.
+const (
+	StageComplete Stage = "complete"
+	StageStarted  Stage = "started"
+	StageEnded    Stage = "ended"
+)
+
+// Decision summarises the outcome of a request.
+type Decision string
+
+// Decisions, derived from the response code by DecisionFor.
+const (
+	DecisionAllow Decision = "allow"
+	DecisionDeny  Decision = "deny"
+	DecisionError Decision = "error"
+)
+
+// DecisionFor derives the decision from an HTTP status code: 401 and 403 are refusals, 5xx and
+// 0 (no response was written, e.g. the upstream could not be reached) are errors, anything else
+// means the request got through (a 404 or 409 was still allowed to ask).
+func DecisionFor(code int) Decision {
+	switch {
+	case code == 401 || code == 403:
+		return DecisionDeny
+	case code == 0 || code >= 500:
+		return DecisionError
+	default:
+		return DecisionAllow
+	}
+}
+
+// Event is one audit record. Empty strings, nil slices and zero numbers mean "not applicable"
+// (the store has no NULLs). Times are UTC with microsecond precision once encoded.
+type Event struct {
+	Time    time.Time // when the request was received (or the state changed)
+	EventID string    // UUIDv7, unique per event
+	Kind    Kind
+	Stage   Stage
+
+	Cluster         string
+	GatewayInstance string
+	RequestID       string // the gateway's request id, shared by the started/ended pair
+
+	User          string
+	UID           string
+	Groups        []string
+	Source        string // identity source, e.g. "session", "ldap:corp"
+	SessionIDHash string // HashSessionID of the session id: never the id or a token itself
+
+	ImpersonatedUser   string // kubectl --as
+	ImpersonatedGroups []string
+	GrantIDs           []string // access grants in force for the request
+
+	SourceIP  string
+	UserAgent string
+
+	Verb        string
+	APIGroup    string
+	APIVersion  string
+	Resource    string
+	Subresource string
+	Namespace   string
+	Name        string
+	RequestURI  string
+	Method      string
+
+	ResponseCode int
+	Decision     Decision
+	Latency      time.Duration // until the response started (whole request when not long-running)
+	Duration     time.Duration // long-running requests, on the ended event
+	BytesIn      int64
+	BytesOut     int64
+
+	Level        Level           // audit level the policy chose
+	RequestBody  json.RawMessage // redacted; only at Request level and above
+	ResponseBody json.RawMessage // redacted; only at RequestResponse
+
+	Extra map[string]string // state-change details (e.g. "grant_id", "approver")
+}
+
+// New returns an event of the given kind at now, with a fresh UUIDv7 and StageComplete.
+func New(kind Kind, now time.Time) *Event {
+	return &Event{
+		Time:    now.UTC().Truncate(time.Microsecond),
+		EventID: NewID(),
+		Kind:    kind,
+		Stage:   StageComplete,
+	}
+}
+
+// NewID returns a new UUIDv7 as a string: time-ordered, so ids sort roughly by time.
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// HashSessionID returns a short, stable reference to a session that lets events of one session be
+// grouped without recording anything that could be replayed: the first 16 hex digits (64 bits) of
+// the SHA-256 of the id. Empty for an empty id.
+func HashSessionID(id string) string {
+	if id == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:8])
+}
+
+// SetIdentity copies who made the request. A nil identity leaves the fields empty
+// (unauthenticated request).
+func (e *Event) SetIdentity(id *authn.Identity) {
+	if id == nil {
+		return
+	}
+	e.User, e.UID, e.Source = id.User, id.UID, id.Source
+	e.Groups = append(e.Groups[:0], id.Groups...)
+	e.SessionIDHash = HashSessionID(id.SessionID)
+}
+
+// SetRequestInfo copies what the request asks for, as parsed by k8s.io/apiserver.
+func (e *Event) SetRequestInfo(info *genericrequest.RequestInfo) {
+	if info == nil {
+		return
+	}
+	e.Verb = info.Verb
+	e.APIGroup, e.APIVersion = info.APIGroup, info.APIVersion
+	e.Resource, e.Subresource = info.Resource, info.Subresource
+	e.Namespace, e.Name = info.Namespace, info.Name
+}
+
+// SetResponse records the status code and the decision derived from it.
+func (e *Event) SetResponse(code int) {
+	e.ResponseCode = code
+	e.Decision = DecisionFor(code)
+}
