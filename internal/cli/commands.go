@@ -72,6 +72,9 @@ func requireServer(server string) error {
 type loginOptions struct {
 	server, source, username, caFile string
 	passwordStdin                    bool
+	// OIDC sources.
+	device, noBrowser bool
+	issuerCAFile      string
 }
 
 func newLoginCommand(s Streams, getStore func() (Store, error)) *cobra.Command {
@@ -107,6 +110,9 @@ until it expires; kubectl then uses it through ` + "`kaccess credential`" + `.`,
 	cmd.Flags().StringVar(&o.username, "username", "", "login name (asked for when not given)")
 	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "the gateway's CA certificate (default: the one kept from the last login, else the one your kubeconfig pins for --server, else the system's)")
 	cmd.Flags().BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from standard input")
+	cmd.Flags().BoolVar(&o.device, "device", false, "OIDC sources: log in with a code on another device (no browser here)")
+	cmd.Flags().BoolVar(&o.noBrowser, "no-browser", false, "OIDC sources: print the login URL without opening a browser")
+	cmd.Flags().StringVar(&o.issuerCAFile, "issuer-ca-file", "", "OIDC sources: the identity provider's CA, if the system does not trust it")
 	return cmd
 }
 
@@ -140,19 +146,28 @@ func login(ctx context.Context, s Streams, store Store, o loginOptions, previous
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if o.source == "" {
-		resp, err := client.auth.ListSources(ctx, &kaccessv1.ListSourcesRequest{})
-		if err != nil {
-			return nil, explain(err, o.server)
+	sources, err := client.auth.ListSources(ctx, &kaccessv1.ListSourcesRequest{})
+	if err != nil {
+		return nil, explain(err, o.server)
+	}
+	var names []string
+	var chosen *kaccessv1.Source
+	for _, src := range sources.GetSources() {
+		names = append(names, src.GetName())
+		if src.GetName() == o.source {
+			chosen = src
 		}
-		var names []string
-		for _, src := range resp.GetSources() {
-			names = append(names, src.GetName())
-		}
-		if len(names) != 1 {
-			return nil, fmt.Errorf("the gateway offers %d login sources (%s): choose one with --source", len(names), strings.Join(names, ", "))
-		}
-		o.source = names[0]
+	}
+	switch {
+	case o.source == "" && len(names) == 1:
+		o.source, chosen = names[0], sources.GetSources()[0]
+	case o.source == "":
+		return nil, fmt.Errorf("the gateway offers %d login sources (%s): choose one with --source", len(names), strings.Join(names, ", "))
+	case chosen == nil:
+		return nil, fmt.Errorf("the gateway has no login source %q; it offers: %s", o.source, strings.Join(names, ", "))
+	}
+	if chosen.GetType() == "oidc" {
+		return loginOIDC(ctx, s, store, client, o, chosen, caData, previous)
 	}
 	password, err := readSecrets(s, &o)
 	if err != nil {
@@ -293,6 +308,15 @@ func newCredentialCommand(s Streams, getStore func() (Store, error)) *cobra.Comm
 				return err
 			}
 			relogin := func(ctx context.Context, expired *Session) (*Session, error) {
+				if expired != nil && expired.RefreshToken != "" {
+					fresh, err := renewOIDC(ctx, store, expired)
+					if err == nil {
+						return fresh, nil
+					}
+					if !interactive(s) {
+						return nil, fmt.Errorf("%v: run `kaccess login --server %s`", err, server)
+					}
+				}
 				if !interactive(s) {
 					return nil, notLoggedIn(server, expired)
 				}

@@ -21,6 +21,11 @@ type Session struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	// CAData pins the gateway's CA for the API calls (login, whoami, logout).
 	CAData []byte `json:"caData,omitempty"`
+	// For an OIDC source: where to renew the login without asking, and with what.
+	IssuerURL    string `json:"issuerURL,omitempty"`
+	ClientID     string `json:"clientID,omitempty"`
+	IssuerCAData []byte `json:"issuerCAData,omitempty"`
+	RefreshToken string `json:"refreshToken,omitempty"`
 }
 
 // Store keeps one Session per gateway under Dir (default ~/.kaccess/sessions).

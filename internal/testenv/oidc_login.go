@@ -60,21 +60,9 @@ func (p *OIDCProvider) Login(ctx context.Context, user OIDCUser, clientID string
 		"code_challenge": {base64.RawURLEncoding.EncodeToString(challenge[:])}, "code_challenge_method": {"S256"},
 	}.Encode()
 
-	browser := p.browser()
-	// 1. The authorization request lands on the provider's login page.
-	resp, err := get(ctx, browser, authURL)
+	resp, err := p.Authorize(ctx, authURL, user)
 	if err != nil {
-		return nil, fmt.Errorf("authorize: %w", err)
-	}
-	authRequestID := resp.Request.URL.Query().Get("authRequestID")
-	if resp.StatusCode != http.StatusOK || authRequestID == "" {
-		return nil, fmt.Errorf("authorize: expected the login page, got %s at %s: %s", resp.Status, resp.Request.URL.Redacted(), resp.body)
-	}
-	// 2. The login form; the provider then redirects to the redirect URI with the code.
-	form := url.Values{"id": {authRequestID}, "username": {user.Username}, "password": {user.Password}}
-	resp, err = postForm(ctx, browser, p.Issuer+"login/username", form, "", "")
-	if err != nil {
-		return nil, fmt.Errorf("login form: %w", err)
+		return nil, err
 	}
 	var cb callback
 	select {
@@ -93,6 +81,29 @@ func (p *OIDCProvider) Login(ctx context.Context, user OIDCUser, clientID string
 		"grant_type": {"authorization_code"}, "code": {cb.code}, "redirect_uri": {redirectURI},
 		"client_id": {clientID}, "code_verifier": {verifier},
 	}, "", "")
+}
+
+// Authorize plays the browser for an authorization URL someone else built (e.g. the one
+// `kaccess login` prints): it opens the login page, submits user's credentials and follows the
+// redirects, ending at the client's redirect URI. It returns the last page.
+func (p *OIDCProvider) Authorize(ctx context.Context, authURL string, user OIDCUser) (*page, error) {
+	browser := p.browser()
+	// 1. The authorization request lands on the provider's login page.
+	resp, err := get(ctx, browser, authURL)
+	if err != nil {
+		return nil, fmt.Errorf("authorize: %w", err)
+	}
+	authRequestID := resp.Request.URL.Query().Get("authRequestID")
+	if resp.StatusCode != http.StatusOK || authRequestID == "" {
+		return nil, fmt.Errorf("authorize: expected the login page, got %s at %s: %s", resp.Status, resp.Request.URL.Redacted(), resp.body)
+	}
+	// 2. The login form; the provider then redirects to the redirect URI with the code.
+	form := url.Values{"id": {authRequestID}, "username": {user.Username}, "password": {user.Password}}
+	resp, err = postForm(ctx, browser, p.Issuer+"login/username", form, "", "")
+	if err != nil {
+		return nil, fmt.Errorf("login form: %w", err)
+	}
+	return resp, nil
 }
 
 // Refresh exchanges a refresh token of a public client for new tokens.

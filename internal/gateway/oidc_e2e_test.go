@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/kaccess/kaccess/internal/authn/oidc"
+	"github.com/kaccess/kaccess/internal/cli"
+	"github.com/kaccess/kaccess/internal/config"
+	"github.com/kaccess/kaccess/internal/testenv"
+)
+
+// withIdP configures the shared OpenID provider as the login source "idp".
+func withIdP(p *testenv.OIDCProvider) func(*config.Config) {
+	return func(c *config.Config) {
+		c.OIDC = []oidc.Config{{Name: "idp", IssuerURL: p.Issuer, ClientIDs: []string{testenv.OIDCClientID}, CAFile: p.CAFile}}
+	}
+}
+
+var loginURL = regexp.MustCompile(`https://\S+\?\S*client_id=\S+`)
+
+// A person logs in with `kaccess login` at a real OpenID provider (the browser step played by
+// HTTP requests), kubectl works with the groups of the ID token, the session renews silently
+// from the refresh token, and ID tokens are accepted on the proxy as they are; a key rotated at
+// the provider is picked up without a restart.
+func TestOIDCLoginThroughGateway(t *testing.T) {
+	c, idp := testenv.Shared(t), testenv.SharedOIDC(t)
+	c.MustNamespace(t, "oidc-e2e")
+	c.MustGrantRole(t, "oidc-e2e", "devs-read", []rbacv1.PolicyRule{readConfigMaps}, testenv.Group("idp:developers"))
+	g := startGateway(t, withIdP(idp))
+	e := newCLIEnv(t, g)
+
+	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile, "--source", "idp",
+		"--no-browser", "--issuer-ca-file", idp.CAFile)
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	urls := make(chan string, 1)
+	var printed strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			printed.WriteString(sc.Text() + "\n")
+			if u := loginURL.FindString(sc.Text()); u != "" {
+				urls <- u
+			}
+		}
+	}()
+	select {
+	case u := <-urls:
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := idp.Authorize(ctx, u, idp.User); err != nil {
+			t.Fatalf("the browser step: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("kaccess printed no login URL:\n%s", printed.String())
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), "Logged in") {
+		t.Fatalf("kaccess login --source idp: %v\n%s\n%s", err, stdout.String(), printed.String())
+	}
+	if _, errOut, err := e.run("", "kubeconfig", "--server", g.URL, "--kubeconfig", e.kube, "--namespace", "oidc-e2e"); err != nil {
+		t.Fatalf("kubeconfig: %v %s", err, errOut)
+	}
+	if _, errOut, err := e.kubectl("get", "configmaps"); err != nil {
+		t.Fatalf("kubectl with the OIDC session (RoleBinding to idp:developers): %v %s", err, errOut)
+	}
+	if _, errOut, err := e.kubectl("get", "configmaps", "-n", "default"); err == nil || !strings.Contains(errOut, "cannot list") {
+		t.Fatalf("kubectl outside the group's Role: %v %s", err, errOut)
+	}
+
+	// The session ran out: kubectl, with no terminal, renews it from the refresh token.
+	store := cli.Store{Dir: filepath.Join(e.home, "sessions")}
+	sess, err := store.Load(g.URL)
+	if err != nil || sess.RefreshToken == "" {
+		t.Fatalf("no refresh token kept: %v", err)
+	}
+	old := sess.Token
+	sess.ExpiresAt = time.Now().Add(-time.Minute)
+	if err := store.Save(sess); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := e.kubectl("get", "configmaps"); err != nil {
+		t.Fatalf("kubectl after the session expired: %v %s", err, errOut)
+	}
+	if renewed, _ := store.Load(g.URL); renewed == nil || renewed.Token == old || !renewed.ExpiresAt.After(time.Now()) {
+		t.Fatal("the session was not renewed silently")
+	}
+
+	// An ID token straight from the provider works on the proxy; one for another client does not.
+	ctx := context.Background()
+	toks, err := idp.Login(ctx, idp.User, testenv.OIDCClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := g.URL + "/api/v1/namespaces/oidc-e2e/configmaps"
+	if code, body := get(t, g.httpClient(), path, toks.IDToken); code != 200 {
+		t.Fatalf("ID token on the proxy: %d %s", code, body)
+	}
+	other, err := idp.Login(ctx, idp.User, testenv.OIDCOtherClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, g.httpClient(), path, other.IDToken); code != 401 {
+		t.Fatalf("ID token for another client: %d %s", code, body)
+	}
+	// Keys rotated at the provider: a token signed with the new key is accepted, no restart.
+	if _, err := idp.RotateKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := idp.Login(ctx, idp.User, testenv.OIDCClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, g.httpClient(), path, rotated.IDToken); code != 200 {
+		t.Fatalf("ID token signed with the rotated key: %d %s", code, body)
+	}
+	// ExchangeToken refuses a token of another client with a clear message.
+	req, _ := http.NewRequest(http.MethodPost, g.URL+"/v1/auth:exchangeToken",
+		strings.NewReader(`{"source":"idp","id_token":"`+other.IDToken+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g.httpClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || strings.Contains(string(body), other.IDToken) {
+		t.Fatalf("exchange of a token for another client: %d %s", resp.StatusCode, body)
+	}
+}
