@@ -27,7 +27,9 @@ import (
 	"github.com/kaccess/kaccess/internal/testenv"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Run(m, testenv.WithCluster(), testenv.WithAD(), testenv.WithOIDC())) }
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, testenv.WithCluster(), testenv.WithAD(), testenv.WithOIDC()))
+}
 
 // testGateway is a gateway serving in front of the shared test cluster.
 type testGateway struct {
