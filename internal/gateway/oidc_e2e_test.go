@@ -148,3 +148,61 @@ func TestOIDCLoginThroughGateway(t *testing.T) {
 		t.Fatalf("exchange of a token for another client: %d %s", resp.StatusCode, body)
 	}
 }
+
+// An IdP that goes down: sessions already exchanged keep working until they expire, and a new
+// exchange gets a clear "unavailable" instead of a refusal.
+func TestOIDCProviderDown(t *testing.T) {
+	ctx := context.Background()
+	idp, err := testenv.StartOIDCProvider(ctx, testenv.OIDCProviderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idp.Stop()
+	g := startGateway(t, withIdP(idp))
+	toks, err := idp.Login(ctx, idp.User, testenv.OIDCClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange := func(idToken string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, g.URL+"/v1/auth:exchangeToken",
+			strings.NewReader(`{"source":"idp","id_token":"`+idToken+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := g.httpClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	code, body := exchange(toks.IDToken)
+	if code != 200 {
+		t.Fatalf("exchange: %d %s", code, body)
+	}
+	session := regexp.MustCompile(`"token":"([^"]+)"`).FindStringSubmatch(body)[1]
+	// A second login's ID token, not seen by the gateway yet, carries a key id it knows.
+	fresh, err := idp.Login(ctx, idp.User, testenv.OIDCClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idp.RotateKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unknownKey, err := idp.Login(ctx, idp.User, testenv.OIDCClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	path := g.URL + "/api/v1/namespaces/default/configmaps"
+	if code, body := get(t, g.httpClient(), path, session); code == 401 {
+		t.Fatalf("the gateway session stopped working when the IdP went down: %s", body)
+	}
+	if code, body := exchange(fresh.IDToken); code != 200 {
+		t.Fatalf("an ID token signed with a key the gateway already has: %d %s", code, body)
+	}
+	if code, body := exchange(unknownKey.IDToken); code != http.StatusServiceUnavailable || !strings.Contains(body, "cannot be reached") {
+		t.Fatalf("an ID token needing the IdP's new keys while it is down: %d %s", code, body)
+	}
+}
