@@ -146,8 +146,9 @@ func (i *issuer) newVerifier(ctx context.Context) (*gooidc.IDTokenVerifier, erro
 }
 
 // jwksRefetchBurst is how many key-set fetches may happen back to back (the first fetch, a
-// rotation) before JWKSRefetchInterval applies.
-const jwksRefetchBurst = 3
+// rotation, a few forged tokens) before JWKSRefetchInterval applies. At 3, a discovery racing
+// the first request could leave no fetch for a real rotation; seen under -race.
+const jwksRefetchBurst = 5
 
 // errJWKSRateLimited is returned instead of fetching the key set too often.
 var errJWKSRateLimited = errors.New("key set fetched too recently; not fetched again yet")
