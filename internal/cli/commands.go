@@ -73,8 +73,8 @@ type loginOptions struct {
 	server, source, username, caFile string
 	passwordStdin                    bool
 	// OIDC sources.
-	device, noBrowser bool
-	issuerCAFile      string
+	oidc, device, noBrowser bool
+	issuerCAFile            string
 }
 
 func newLoginCommand(s Streams, getStore func() (Store, error)) *cobra.Command {
@@ -86,6 +86,8 @@ func newLoginCommand(s Streams, getStore func() (Store, error)) *cobra.Command {
 or read from standard input with --password-stdin. The session is kept in ~/.kaccess (mode 0600)
 until it expires; kubectl then uses it through ` + "`kaccess credential`" + `.`,
 		Example: `  kaccess login --server https://gateway.example.com:6443 --ca-file ca.crt --username alice
+  kaccess login --server https://gateway.example.com:6443 --oidc            # browser login at the IdP
+  kaccess login --server https://gateway.example.com:6443 --oidc --device   # code on another device
   echo "$PASSWORD" | kaccess login --server https://gateway.example.com:6443 --username alice --password-stdin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -110,6 +112,7 @@ until it expires; kubectl then uses it through ` + "`kaccess credential`" + `.`,
 	cmd.Flags().StringVar(&o.username, "username", "", "login name (asked for when not given)")
 	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "the gateway's CA certificate (default: the one kept from the last login, else the one your kubeconfig pins for --server, else the system's)")
 	cmd.Flags().BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from standard input")
+	cmd.Flags().BoolVar(&o.oidc, "oidc", false, "log in at the gateway's OpenID Connect source (the only one, or the one --source names)")
 	cmd.Flags().BoolVar(&o.device, "device", false, "OIDC sources: log in with a code on another device (no browser here)")
 	cmd.Flags().BoolVar(&o.noBrowser, "no-browser", false, "OIDC sources: print the login URL without opening a browser")
 	cmd.Flags().StringVar(&o.issuerCAFile, "issuer-ca-file", "", "OIDC sources: the identity provider's CA, if the system does not trust it")
@@ -158,6 +161,19 @@ func login(ctx context.Context, s Streams, store Store, o loginOptions, previous
 			chosen = src
 		}
 	}
+	if o.source == "" && (o.oidc || o.device) {
+		var oidcNames []string
+		for _, src := range sources.GetSources() {
+			if src.GetType() == "oidc" {
+				oidcNames = append(oidcNames, src.GetName())
+				chosen = src
+			}
+		}
+		if len(oidcNames) != 1 {
+			return nil, fmt.Errorf("the gateway offers %d OpenID Connect sources (%s): choose one with --source", len(oidcNames), strings.Join(oidcNames, ", "))
+		}
+		o.source = oidcNames[0]
+	}
 	switch {
 	case o.source == "" && len(names) == 1:
 		o.source, chosen = names[0], sources.GetSources()[0]
@@ -165,6 +181,8 @@ func login(ctx context.Context, s Streams, store Store, o loginOptions, previous
 		return nil, fmt.Errorf("the gateway offers %d login sources (%s): choose one with --source", len(names), strings.Join(names, ", "))
 	case chosen == nil:
 		return nil, fmt.Errorf("the gateway has no login source %q; it offers: %s", o.source, strings.Join(names, ", "))
+	case (o.oidc || o.device) && chosen.GetType() != "oidc":
+		return nil, fmt.Errorf("login source %q is a directory, not an OpenID Connect source: drop --oidc/--device", o.source)
 	}
 	if chosen.GetType() == "oidc" {
 		return loginOIDC(ctx, s, store, client, o, chosen, caData, previous)

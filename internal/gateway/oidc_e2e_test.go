@@ -41,7 +41,7 @@ func TestOIDCLoginThroughGateway(t *testing.T) {
 	g := startGateway(t, withIdP(idp))
 	e := newCLIEnv(t, g)
 
-	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile, "--source", "idp",
+	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile, "--oidc",
 		"--no-browser", "--issuer-ca-file", idp.CAFile)
 	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
 	stderr, err := cmd.StderrPipe()
