@@ -214,3 +214,34 @@ func (r *rotatingKeys) all() []op.Key {
 	}
 	return out
 }
+
+// GetClientByClientID lets the public "native" client use the device grant as well, as CLIs may
+// at Okta or Entra ID: `kaccess login --device` is a public client.
+func (s *testStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	c, err := s.Storage.GetClientByClientID(ctx, id)
+	if err != nil || id != "native" {
+		return c, err
+	}
+	return deviceCapable{c}, nil
+}
+
+// deviceCapable adds the device grant to a client, keeping its redirect globs.
+type deviceCapable struct{ op.Client }
+
+func (c deviceCapable) GrantTypes() []oidc.GrantType {
+	return append(c.Client.GrantTypes(), oidc.GrantTypeDeviceCode)
+}
+
+func (c deviceCapable) RedirectURIGlobs() []string {
+	if g, ok := c.Client.(op.HasRedirectGlobs); ok {
+		return g.RedirectURIGlobs()
+	}
+	return nil
+}
+
+func (c deviceCapable) PostLogoutRedirectURIGlobs() []string {
+	if g, ok := c.Client.(op.HasRedirectGlobs); ok {
+		return g.PostLogoutRedirectURIGlobs()
+	}
+	return nil
+}

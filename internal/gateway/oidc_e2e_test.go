@@ -206,3 +206,52 @@ func TestOIDCProviderDown(t *testing.T) {
 		t.Fatalf("an ID token needing the IdP's new keys while it is down: %d %s", code, body)
 	}
 }
+
+var deviceCode = regexp.MustCompile(`\(code ([A-Za-z0-9-]+)\)`)
+
+// kaccess login --device: the person approves the code on another device; kaccess polls and
+// gets a session.
+func TestOIDCDeviceLogin(t *testing.T) {
+	idp := testenv.SharedOIDC(t)
+	g := startGateway(t, withIdP(idp))
+	e := newCLIEnv(t, g)
+	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile, "--oidc", "--device", "--issuer-ca-file", idp.CAFile)
+	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	codes := make(chan string, 1)
+	var printed strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			printed.WriteString(sc.Text() + "\n")
+			if m := deviceCode.FindStringSubmatch(sc.Text()); m != nil {
+				codes <- m[1]
+			}
+		}
+	}()
+	select {
+	case code := <-codes:
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := idp.ApproveDevice(ctx, code, idp.User); err != nil {
+			t.Fatalf("approve on the other device: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("kaccess printed no device code:\n%s", printed.String())
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), "Logged in") {
+		t.Fatalf("kaccess login --device: %v\n%s\n%s", err, stdout.String(), printed.String())
+	}
+	if out, _, err := e.run("", "whoami", "--server", g.URL); err != nil || !strings.Contains(out, "idp:developers") {
+		t.Fatalf("whoami after device login: %v %s", err, out)
+	}
+}

@@ -149,6 +149,9 @@ func (a *AD) start(ctx context.Context, cfg ADConfig) error {
 		"--host-name="+adHostName, "--adminpass="+a.AdminPassword, "--targetdir="+domainDir,
 		"--option=netbios name = "+strings.ToUpper(adHostName),
 		"--option=interfaces = lo", "--option=bind interfaces only = yes",
+		// Samba's RPC endpoints default to 49152+, inside Linux's ephemeral range (32768-60999):
+		// a client connection of another test could hold the port and stop samba starting.
+		"--option=rpc server dynamic port range = 61000-61999",
 		"--option=tls enabled = yes",
 		"--option=tls cafile = "+filepath.Join(tlsDir, "ca.pem"),
 		"--option=tls certfile = "+filepath.Join(tlsDir, "cert.pem"),

@@ -106,6 +106,22 @@ func (p *OIDCProvider) Authorize(ctx context.Context, authURL string, user OIDCU
 	return resp, nil
 }
 
+// ApproveDevice plays the person on the second device: at the provider's device page it enters
+// userCode, logs in as user and allows the request.
+func (p *OIDCProvider) ApproveDevice(ctx context.Context, userCode string, user OIDCUser) error {
+	browser := p.browser()
+	resp, err := postForm(ctx, browser, p.Issuer+"device/login", url.Values{
+		"user_code": {userCode}, "username": {user.Username}, "password": {user.Password},
+	}, "", "")
+	if err != nil || resp.StatusCode != http.StatusOK || strings.Contains(resp.Request.URL.RawQuery, "prompt=") {
+		return fmt.Errorf("device login page: %v %v", err, resp)
+	}
+	if resp, err = postForm(ctx, browser, p.Issuer+"device/confirm", url.Values{"action": {"allowed"}}, "", ""); err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("device confirm: %v %v", err, resp)
+	}
+	return nil
+}
+
 // Refresh exchanges a refresh token of a public client for new tokens.
 func (p *OIDCProvider) Refresh(ctx context.Context, clientID, refreshToken string) (*OIDCTokens, error) {
 	return p.token(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}, "client_id": {clientID}}, "", "")
@@ -128,15 +144,8 @@ func (p *OIDCProvider) DeviceLogin(ctx context.Context, user OIDCUser) (*OIDCTok
 	if err := p.doJSON(req, &dev); err != nil {
 		return nil, fmt.Errorf("device authorization: %w", err)
 	}
-	browser := p.browser()
-	resp, err := postForm(ctx, browser, p.Issuer+"device/login", url.Values{
-		"user_code": {dev.UserCode}, "username": {user.Username}, "password": {user.Password},
-	}, "", "")
-	if err != nil || resp.StatusCode != http.StatusOK || strings.Contains(resp.Request.URL.RawQuery, "prompt=") {
-		return nil, fmt.Errorf("device login page: %v %v", err, resp)
-	}
-	if resp, err = postForm(ctx, browser, p.Issuer+"device/confirm", url.Values{"action": {"allowed"}}, "", ""); err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("device confirm: %v %v", err, resp)
+	if err := p.ApproveDevice(ctx, dev.UserCode, user); err != nil {
+		return nil, err
 	}
 	interval := time.Duration(max(dev.Interval, 1)) * time.Second
 	for {
