@@ -20,6 +20,25 @@ type fakeConn struct {
 	breakNow bool // the next search fails as a dropped connection would
 }
 
+// dropNext makes the next search fail as a dropped connection would. It locks: a group lookup
+// left running after a refused login may still be using the connection.
+func (c *fakeConn) dropNext() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.breakNow = true
+}
+
+// setDown marks URLs unreachable and returns the connections made so far.
+func (d *fakeDirectory) setDown(urls ...string) []*fakeConn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.down = map[string]bool{}
+	for _, u := range urls {
+		d.down[u] = true
+	}
+	return append([]*fakeConn(nil), d.conns...)
+}
+
 func (c *fakeConn) Bind(user, password string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -137,16 +156,15 @@ func TestPoolReconnectsAfterError(t *testing.T) {
 	if _, err := s.Login(ctx, "alice", "right"); err != nil {
 		t.Fatal(err)
 	}
-	d.conns[0].breakNow = true // the pooled connection drops
+	d.setDown()[0].dropNext() // the pooled connection drops
 	if _, err := s.Login(ctx, "alice", "right"); err != nil {
 		t.Fatalf("no reconnect: %v", err)
 	}
 	if _, err := s.Login(ctx, "alice", "wrong"); !errors.Is(err, ErrInvalidCredentials) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	d.down = map[string]bool{"ldap://a:389": true}
-	for _, c := range d.conns {
-		c.breakNow = true
+	for _, c := range d.setDown("ldap://a:389") {
+		c.dropNext()
 	}
 	if _, err := s.Login(ctx, "alice", "right"); !errors.Is(err, ErrDirectoryUnavailable) {
 		t.Fatalf("directory down: %v", err)
