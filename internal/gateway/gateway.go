@@ -5,7 +5,6 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -392,6 +391,3 @@ func (g *Gateway) opsHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
 	return mux
 }
-
-// ErrConfig marks a configuration the gateway cannot start with.
-var ErrConfig = errors.New("configuration")
