@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	"k8s.io/client-go/tools/clientcmd"
 
 	kaccessv1 "github.com/kaccess/kaccess/api/gen/kaccess/v1"
@@ -232,13 +231,11 @@ func readSecrets(s Streams, o *loginOptions) (string, error) {
 		}
 		o.username = strings.TrimSpace(line)
 	}
-	fmt.Fprintf(tty, "Password for %s (%s): ", o.username, o.source)
-	pw, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
+	pw, err := readPassword(tty, fmt.Sprintf("Password for %s (%s): ", o.username, o.source))
 	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
 	}
-	return string(pw), nil
+	return pw, nil
 }
 
 // caFromKubeconfig finds the CA that a kubeconfig (from `kaccess kubeconfig`, or handed out by an
