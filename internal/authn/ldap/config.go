@@ -1,7 +1,6 @@
 package ldap
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	goldap "github.com/go-ldap/ldap/v3"
+
+	"github.com/kaccess/kaccess/internal/duration"
 )
 
 // Directory types.
@@ -54,25 +55,8 @@ const (
 	groupPrefixSeparator     = ":"
 )
 
-// Duration is a time.Duration written as "5s" in the config file.
-type Duration time.Duration
-
-// MarshalJSON writes the duration in Go's notation.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "5s"-style strings.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"5s\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a time.Duration written as "30s" in the config file.
+type Duration = duration.Duration
 
 // Timeouts bound each step of a login.
 type Timeouts struct {

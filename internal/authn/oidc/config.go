@@ -1,13 +1,14 @@
 package oidc
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/kaccess/kaccess/internal/duration"
 )
 
 // Defaults.
@@ -32,24 +33,7 @@ var DefaultSigningAlgs = []string{"RS256", "ES256"}
 var allowedAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // Duration is a time.Duration written as "30s" in the config file.
-type Duration time.Duration
-
-// MarshalJSON writes the duration in Go's notation.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "30s"-style strings.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"30s\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = duration.Duration
 
 // Config is one OpenID Connect issuer whose ID tokens the gateway accepts.
 type Config struct {
