@@ -59,20 +59,20 @@ func withRequestInfo(next http.Handler) http.Handler {
 			kubestatus.BadRequest(w, "cannot parse the request path as a Kubernetes API request")
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(genericrequest.WithRequestInfo(r.Context(), info)))
+		ctx := genericrequest.WithRequestInfo(r.Context(), info)
+		if st := requestctx.From(ctx); st != nil {
+			st.LongRunning = isLongRunning(r, info)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
 var longRunningSubresources = sets.New("exec", "attach", "portforward", "proxy")
 
 // isLongRunning reports requests that may stream for hours: they get no request timeout.
-func isLongRunning(r *http.Request) bool {
+func isLongRunning(r *http.Request, info *genericrequest.RequestInfo) bool {
 	if httpstream.IsUpgradeRequest(r) {
 		return true
-	}
-	info, ok := genericrequest.RequestInfoFrom(r.Context())
-	if !ok {
-		return false
 	}
 	if info.Verb == "watch" || longRunningSubresources.Has(info.Subresource) {
 		return true
@@ -83,7 +83,7 @@ func isLongRunning(r *http.Request) bool {
 // withTimeout bounds ordinary requests; long-running ones end when a side closes or at shutdown.
 func withTimeout(next http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d <= 0 || isLongRunning(r) {
+		if st := requestctx.From(r.Context()); d <= 0 || (st != nil && st.LongRunning) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -159,7 +159,10 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 func withObservability(next http.Handler, cluster string, m *metrics, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		long := isLongRunning(r)
+		long := false
+		if st := requestctx.From(r.Context()); st != nil {
+			long = st.LongRunning
+		}
 		inflight := m.inflight.WithLabelValues(cluster, strconv.FormatBool(long))
 		inflight.Inc()
 		rec := &statusRecorder{ResponseWriter: w}

@@ -183,14 +183,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(p.cfg.Upstream)
 	pr.Out.Host = p.cfg.Upstream.Host
+	// ServeHTTP already removed or refused every identity header of the client; only the
+	// identity it decided is added here.
 	h := pr.Out.Header
-	// Belt and braces: nothing identity-bearing from the client survives, whatever path led here.
-	for name := range h {
-		c := http.CanonicalHeaderKey(name)
-		if strings.HasPrefix(c, "Impersonate-") || strings.HasPrefix(c, "X-Remote-") || c == "Authorization" {
-			delete(h, name)
-		}
-	}
 	if fwd, ok := pr.In.Context().Value(forwardKey{}).(forward); ok {
 		for k, v := range fwd.header {
 			h[k] = v

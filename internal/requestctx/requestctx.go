@@ -8,6 +8,9 @@ import "context"
 type State struct {
 	// ID is the gateway's id for the request, also sent upstream as the audit ID.
 	ID string
+	// LongRunning is set with the request info: watch, exec, attach, port-forward, proxy,
+	// log -f, or any upgrade. Such requests get no timeout and no latency sample.
+	LongRunning bool
 	// User and Source are set once the request is authenticated.
 	User, Source string
 }
