@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -75,25 +76,32 @@ func (a *authService) Login(ctx context.Context, req *kaccessv1.LoginRequest) (*
 		return nil, st.Err()
 	}
 
+	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	return &kaccessv1.LoginResponse{Token: token, ExpireTime: timestamppb.New(claims.ExpiresAt),
+		Identity: identityOf(claims), SessionId: claims.SessionID}, nil
+}
+
+// startSession mints the session of a successful login and logs the login event. The session's
+// source is the configured name the client chose (and can log in with again), whatever the
+// source put in the identity; expiresAt, when set, caps the session's life.
+func (a *authService) startSession(ctx context.Context, event []any, id *authn.Identity, source string, expiresAt time.Time) (string, session.Claims, error) {
 	token, claims, err := a.sessions.Mint(ctx, session.Claims{
-		User: id.User, UID: id.UID, Groups: id.Groups, Extra: id.Extra,
-		// The configured name, which the client chose and can log in with again.
-		Source: req.GetSource(),
+		User: id.User, UID: id.UID, Groups: id.Groups, Extra: id.Extra, Source: source, ExpiresAt: expiresAt,
 	})
 	if err != nil {
 		a.log.ErrorContext(ctx, "login", append(event, "outcome", "session_error", "error", err.Error())...)
-		return nil, status.Error(codes.Internal, "the session could not be created; the gateway's log has the details")
+		return "", session.Claims{}, status.Error(codes.Internal, "the session could not be created; the gateway's log has the details")
 	}
 	a.log.InfoContext(ctx, "login", append(event, "outcome", "success", "session_id", claims.SessionID,
 		"uid", claims.UID, "groups", len(claims.Groups), "expire_time", claims.ExpiresAt)...)
-	return &kaccessv1.LoginResponse{
-		Token:      token,
-		ExpireTime: timestamppb.New(claims.ExpiresAt),
-		Identity: &kaccessv1.Identity{
-			User: claims.User, Uid: claims.UID, Groups: claims.Groups, Source: claims.Source,
-		},
-		SessionId: claims.SessionID,
-	}, nil
+	return token, claims, nil
+}
+
+func identityOf(c session.Claims) *kaccessv1.Identity {
+	return &kaccessv1.Identity{User: c.User, Uid: c.UID, Groups: c.Groups, Source: c.Source}
 }
 
 func validateLogin(req *kaccessv1.LoginRequest) error {
@@ -246,19 +254,10 @@ func (a *authService) ExchangeToken(ctx context.Context, req *kaccessv1.Exchange
 		return nil, status.Error(codes.Unauthenticated, "the ID token is not from the issuer of source "+strconv.Quote(req.GetSource()))
 	}
 	event = append(event, "user", id.User)
-	token, claims, err := a.sessions.Mint(ctx, session.Claims{
-		User: id.User, UID: id.UID, Groups: id.Groups, Extra: id.Extra, Source: req.GetSource(), ExpiresAt: id.ExpiresAt,
-	})
+	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), id.ExpiresAt)
 	if err != nil {
-		a.log.ErrorContext(ctx, "login", append(event, "outcome", "session_error", "error", err.Error())...)
-		return nil, status.Error(codes.Internal, "the session could not be created; the gateway's log has the details")
+		return nil, err
 	}
-	a.log.InfoContext(ctx, "login", append(event, "outcome", "success", "session_id", claims.SessionID,
-		"uid", claims.UID, "groups", len(claims.Groups), "expire_time", claims.ExpiresAt)...)
-	return &kaccessv1.ExchangeTokenResponse{
-		Token:      token,
-		ExpireTime: timestamppb.New(claims.ExpiresAt),
-		Identity:   &kaccessv1.Identity{User: claims.User, Uid: claims.UID, Groups: claims.Groups, Source: claims.Source},
-		SessionId:  claims.SessionID,
-	}, nil
+	return &kaccessv1.ExchangeTokenResponse{Token: token, ExpireTime: timestamppb.New(claims.ExpiresAt),
+		Identity: identityOf(claims), SessionId: claims.SessionID}, nil
 }
