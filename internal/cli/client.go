@@ -31,19 +31,29 @@ func dial(server string, caData []byte) (*apiClient, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("server %q: want the gateway's https:// URL", server)
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if len(caData) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caData) {
-			return nil, errors.New("the CA file holds no PEM certificate")
-		}
-		tc.RootCAs = pool
+	tc, err := trusting(caData, "the CA file")
+	if err != nil {
+		return nil, err
 	}
 	conn, err := grpc.NewClient("dns:///"+u.Host, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
 		return nil, err
 	}
 	return &apiClient{conn: conn, auth: kaccessv1.NewAuthServiceClient(conn)}, nil
+}
+
+// trusting is a TLS client configuration that trusts caData when given, else the system's
+// roots; what names the file in the error.
+func trusting(caData []byte, what string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(caData) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caData) {
+			return nil, errors.New(what + " holds no PEM certificate")
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }
 
 func (c *apiClient) Close() { _ = c.conn.Close() }
