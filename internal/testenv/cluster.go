@@ -128,16 +128,8 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig, binDir, rbacFile
 	if err := c.writeCredentials(); err != nil {
 		return err
 	}
-	// Free ports are picked then released, so another process may take one before we bind
-	// it; a start that lost such a race is retried with fresh ports.
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = c.startProcesses(ctx, cfg, binDir)
-		if err == nil || attempt == 3 || !errors.Is(err, errPortInUse) || cfg.SecurePort != 0 {
-			break
-		}
-		_ = c.stopProcesses()
-	}
+	err := startPickingPorts(cfg.SecurePort != 0,
+		func() error { return c.startProcesses(ctx, cfg, binDir) }, c.stopProcesses)
 	if err != nil {
 		return err
 	}

@@ -82,13 +82,7 @@ func StartOpenLDAP(ctx context.Context, cfg OpenLDAPConfig) (*OpenLDAP, error) {
 		}
 		o.Dir, o.removeDir = dir, true
 	}
-	for attempt := 1; ; attempt++ {
-		err = o.start(ctx, cfg, slapd)
-		if err == nil || attempt == 3 || !errors.Is(err, errPortInUse) || cfg.Port != 0 {
-			break
-		}
-		_ = o.stopProcess() // a free port was taken between picking and binding: pick again
-	}
+	err = startPickingPorts(cfg.Port != 0, func() error { return o.start(ctx, cfg, slapd) }, o.stopProcess)
 	if err != nil {
 		_ = o.Stop()
 		return nil, err

@@ -112,14 +112,7 @@ func StartOIDCProvider(ctx context.Context, cfg OIDCProviderConfig) (*OIDCProvid
 	} else if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = p.start(ctx, cfg, bin)
-		if err == nil || attempt == 3 || !errors.Is(err, errPortInUse) || cfg.Port != 0 {
-			break
-		}
-		_ = p.stopProcess() // a free port was taken between picking and binding: pick again
-	}
+	err := startPickingPorts(cfg.Port != 0, func() error { return p.start(ctx, cfg, bin) }, p.stopProcess)
 	if err != nil {
 		_ = p.Stop()
 		return nil, err

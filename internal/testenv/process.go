@@ -177,3 +177,17 @@ func (t *tailBuffer) String() string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// startPickingPorts runs start, which picks free ports itself, up to three times: free ports are
+// picked then released, so another process may take one before we bind it, and a start that
+// lost such a race (errPortInUse) is retried with fresh ports after stop. A caller with fixed
+// ports (fixed) gets one attempt.
+func startPickingPorts(fixed bool, start, stop func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil || attempt == 3 || !errors.Is(err, errPortInUse) || fixed {
+			return err
+		}
+		_ = stop()
+	}
+}
