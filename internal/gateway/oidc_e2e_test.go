@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,43 +42,10 @@ func TestOIDCLoginThroughGateway(t *testing.T) {
 	g := startGateway(t, withIdP(idp))
 	e := newCLIEnv(t, g)
 
-	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile, "--oidc",
-		"--no-browser", "--issuer-ca-file", idp.CAFile)
-	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stdout strings.Builder
-	cmd.Stdout = &stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urls := make(chan string, 1)
-	var printed strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			printed.WriteString(sc.Text() + "\n")
-			if u := loginURL.FindString(sc.Text()); u != "" {
-				urls <- u
-			}
-		}
-	}()
-	select {
-	case u := <-urls:
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := idp.Authorize(ctx, u, idp.User); err != nil {
-			t.Fatalf("the browser step: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("kaccess printed no login URL:\n%s", printed.String())
-	}
-	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), "Logged in") {
-		t.Fatalf("kaccess login --source idp: %v\n%s\n%s", err, stdout.String(), printed.String())
-	}
+	e.loginAnswering("--oidc", loginURL, func(ctx context.Context, url string) error {
+		_, err := idp.Authorize(ctx, url, idp.User)
+		return err
+	}, "--no-browser", "--issuer-ca-file", idp.CAFile)
 	if _, errOut, err := e.run("", "kubeconfig", "--server", g.URL, "--kubeconfig", e.kube, "--namespace", "oidc-e2e"); err != nil {
 		t.Fatalf("kubeconfig: %v %s", err, errOut)
 	}
@@ -215,7 +183,21 @@ func TestOIDCDeviceLogin(t *testing.T) {
 	idp := testenv.SharedOIDC(t)
 	g := startGateway(t, withIdP(idp))
 	e := newCLIEnv(t, g)
-	cmd := exec.Command(kaccessBinary(t), "login", "--server", g.URL, "--ca-file", e.caFile, "--oidc", "--device", "--issuer-ca-file", idp.CAFile)
+	e.loginAnswering("--device", deviceCode, func(ctx context.Context, code string) error {
+		return idp.ApproveDevice(ctx, code, idp.User)
+	}, "--oidc", "--issuer-ca-file", idp.CAFile)
+	if out, _, err := e.run("", "whoami", "--server", g.URL); err != nil || !strings.Contains(out, "idp:developers") {
+		t.Fatalf("whoami after device login: %v %s", err, out)
+	}
+}
+
+// loginAnswering runs `kaccess login --oidc ...` and answers the prompt it prints on stderr the
+// way a person would elsewhere (a browser, a second device): when a line matches prompt, answer
+// gets the last submatch (or the whole match). kaccess must then log in.
+func (e *cliEnv) loginAnswering(what string, prompt *regexp.Regexp, answer func(ctx context.Context, match string) error, extra ...string) {
+	t := e.t
+	t.Helper()
+	cmd := exec.Command(kaccessBinary(t), append([]string{"login", "--server", e.g.URL, "--ca-file", e.caFile, "--oidc"}, extra...)...)
 	cmd.Env = append(os.Environ(), "KACCESS_HOME="+e.home)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -226,32 +208,36 @@ func TestOIDCDeviceLogin(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	codes := make(chan string, 1)
+	matches := make(chan string, 1)
+	var mu sync.Mutex
 	var printed strings.Builder
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			mu.Lock()
 			printed.WriteString(sc.Text() + "\n")
-			if m := deviceCode.FindStringSubmatch(sc.Text()); m != nil {
-				codes <- m[1]
+			mu.Unlock()
+			if m := prompt.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case matches <- m[len(m)-1]:
+				default:
+				}
 			}
 		}
 	}()
+	screen := func() string { mu.Lock(); defer mu.Unlock(); return printed.String() }
 	select {
-	case code := <-codes:
+	case m := <-matches:
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := idp.ApproveDevice(ctx, code, idp.User); err != nil {
-			t.Fatalf("approve on the other device: %v", err)
+		if err := answer(ctx, m); err != nil {
+			t.Fatalf("%s: answering %q: %v", what, m, err)
 		}
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("kaccess printed no device code:\n%s", printed.String())
+		t.Fatalf("%s: kaccess printed nothing to answer:\n%s", what, screen())
 	}
 	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), "Logged in") {
-		t.Fatalf("kaccess login --device: %v\n%s\n%s", err, stdout.String(), printed.String())
-	}
-	if out, _, err := e.run("", "whoami", "--server", g.URL); err != nil || !strings.Contains(out, "idp:developers") {
-		t.Fatalf("whoami after device login: %v %s", err, out)
+		t.Fatalf("kaccess login %s: %v\n%s\n%s", what, err, stdout.String(), screen())
 	}
 }
