@@ -185,7 +185,7 @@ func TestOIDCDeviceLogin(t *testing.T) {
 	e := newCLIEnv(t, g)
 	e.loginAnswering("--device", deviceCode, func(ctx context.Context, code string) error {
 		return idp.ApproveDevice(ctx, code, idp.User)
-	}, "--oidc", "--issuer-ca-file", idp.CAFile)
+	}, "--device", "--issuer-ca-file", idp.CAFile)
 	if out, _, err := e.run("", "whoami", "--server", g.URL); err != nil || !strings.Contains(out, "idp:developers") {
 		t.Fatalf("whoami after device login: %v %s", err, out)
 	}
