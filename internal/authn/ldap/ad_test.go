@@ -166,15 +166,24 @@ func TestADConcurrentLogins(t *testing.T) {
 	cfg := adConfig(t, f.ad)
 	cfg.PoolSize = 2 // fewer connections than callers: they wait for a slot
 	s := newSource(t, cfg, ldap.Options{})
+	// Wrong passwords go to users of their own, one each: the test domain locks an account
+	// after five failures, and alice must stay usable.
+	for i := range 40 {
+		if (i/5+i%5)%3 == 0 {
+			if err := f.ad.CreateUser(context.Background(), fmt.Sprintf("conc%d", i), f.password); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	errs := make(chan error, 40)
 	for i := range 8 {
 		go func() {
 			for j := range 5 {
-				pw := f.password
+				user, pw := f.alice, f.password
 				if (i+j)%3 == 0 {
-					pw = "wrong"
+					user, pw = fmt.Sprintf("conc%d", i*5+j), "wrong"
 				}
-				id, err := s.Login(context.Background(), f.alice, pw)
+				id, err := s.Login(context.Background(), user, pw)
 				switch {
 				case pw == "wrong" && !errors.Is(err, ldap.ErrInvalidCredentials):
 					errs <- fmt.Errorf("wrong password: %v", err)
