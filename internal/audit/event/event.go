@@ -80,8 +80,12 @@ type Event struct {
 	Stage   Stage
 
 	Cluster         string
-	GatewayInstance string
+	GatewayInstance string // the spool's instance id; with Seq it makes gaps detectable
 	RequestID       string // the gateway's request id, shared by the started/ended pair
+	// Seq is the record's sequence number in its gateway's spool. It is not part of the spool
+	// encoding (the spool frames it); the shipper sets it, with GatewayInstance, before a
+	// batch goes to the store.
+	Seq uint64
 
 	User          string
 	UID           string
