@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -19,7 +20,10 @@ func main() {
 		Terminal: func() (*os.File, error) { return os.OpenFile("/dev/tty", os.O_RDWR, 0) },
 	}
 	if err := cli.NewRootCommand(streams, version).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		// A pending plan is an outcome, not a failure: the plan is printed, the status says it.
+		if !errors.Is(err, cli.ErrChangesPending) {
+			fmt.Fprintln(os.Stderr, "error:", err)
+		}
+		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -17,26 +17,34 @@ const module = "github.com/kaccess/kaccess/"
 // (the generated API under api/ may be imported by anyone).
 // Feature packages stay small and independent; internal/gateway is the one that wires them.
 var allowed = map[string][]string{
-	"internal/apiserver":       {"internal/authn", "internal/session"},
-	"internal/arch":            nil,
-	"internal/audit/event":     {"internal/authn"},
-	"internal/audit/spool":     nil,
-	"internal/authn":           {"internal/session"},
-	"internal/authn/ldap":      {"internal/authn", "internal/duration"},
-	"internal/authn/oidc":      {"internal/authn", "internal/duration"},
-	"internal/cli":             nil,
-	"internal/config":          {"internal/authn/ldap", "internal/authn/oidc", "internal/duration"},
-	"internal/duration":        nil,
-	"internal/gateway":         {"internal/apiserver", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
-	"internal/kubestatus":      nil,
-	"internal/proxy":           {"internal/authn", "internal/kubestatus", "internal/requestctx"},
-	"internal/requestctx":      nil,
-	"internal/revocation":      nil,
-	"internal/rbacsync/policy": nil,
-	"internal/session":         nil,
-	"internal/testenv":         nil,
-	"internal/tlsutil":         nil,
-	"internal/upstream":        {"internal/config"},
+	"internal/apiserver":         {"internal/audit/event", "internal/authn", "internal/session"},
+	"internal/arch":              nil,
+	"internal/audit/chdb":        {"internal/audit/event", "internal/audit/schema"},
+	"internal/audit/chdb/engine": nil,
+	"internal/audit/event":       {"internal/authn"},
+	"internal/audit/clickhouse":  {"internal/audit/event", "internal/audit/schema"},
+	"internal/audit/schema":      {"internal/audit/event"},
+	"internal/audit/spool":       nil,
+	"internal/audit/capture":     {"internal/audit/event", "internal/authn", "internal/kubestatus", "internal/requestctx"},
+	"internal/audit/ship":        {"internal/audit/event", "internal/audit/spool"},
+	"internal/audit/storetest":   {"internal/audit/event", "internal/audit/ship"},
+	"internal/authn":             {"internal/session"},
+	"internal/authn/ldap":        {"internal/authn", "internal/duration"},
+	"internal/authn/oidc":        {"internal/authn", "internal/duration"},
+	"internal/cli":               {"internal/rbacsync", "internal/rbacsync/policy"},
+	"internal/config":            {"internal/authn/ldap", "internal/authn/oidc", "internal/duration"},
+	"internal/duration":          nil,
+	"internal/gateway":           {"internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/event", "internal/audit/ship", "internal/audit/spool", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
+	"internal/kubestatus":        nil,
+	"internal/proxy":             {"internal/authn", "internal/kubestatus", "internal/requestctx"},
+	"internal/requestctx":        {"internal/authn"},
+	"internal/revocation":        nil,
+	"internal/rbacsync":          {"internal/rbacsync/policy"},
+	"internal/rbacsync/policy":   nil,
+	"internal/session":           nil,
+	"internal/testenv":           nil,
+	"internal/tlsutil":           nil,
+	"internal/upstream":          {"internal/config"},
 }
 
 type pkg struct {
@@ -90,5 +98,22 @@ func TestImportRules(t *testing.T) {
 	}
 	if seen < len(allowed) {
 		t.Fatalf("go list saw %d packages, fewer than the %d the rules name", seen, len(allowed))
+	}
+}
+
+// chdb-go's package init loads libchdb.so and panics when it is missing. The gateway must start
+// without the library when it writes to a ClickHouse server, so only the kaccess-chdb helper
+// may link chdb-go; the gateway reaches the embedded store through internal/audit/chdb.
+func TestOnlyTheHelperLinksChdb(t *testing.T) {
+	for _, p := range []string{"cmd/gateway", "cmd/kaccess", "internal/audit/chdb", "internal/gateway"} {
+		out, err := exec.Command("go", "list", "-deps", module+p).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", p, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if strings.HasPrefix(dep, "github.com/chdb-io/chdb-go") {
+				t.Errorf("%s depends on %s: its init panics without libchdb.so; import internal/audit/chdb, not chdb-go", p, dep)
+			}
+		}
 	}
 }

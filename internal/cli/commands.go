@@ -51,6 +51,7 @@ that login. Typical first use:
 		newCredentialCommand(s, getStore),
 		newWhoAmICommand(s, getStore),
 		newLogoutCommand(s, getStore),
+		newPolicyCommand(s),
 		&cobra.Command{Use: "version", Short: "Print the version of kaccess", Args: cobra.NoArgs,
 			Run: func(*cobra.Command, []string) { fmt.Fprintln(s.Out, "kaccess", version) }},
 	)
