@@ -4,16 +4,22 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export KACCESS_BIN_DIR := $(BIN)
 
-.PHONY: all build deps tools run test bench lint fmt clean help generate verify-generated
+# libchdb.so, the embedded ClickHouse engine of the default audit store (fetched by `make chdb`).
+CHDB_VERSION  := 26.7.3-stable.1
+CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/$(CHDB_VERSION)/libchdb.so
+export CHDB_LIB_PATH
+
+.PHONY: all build deps tools chdb run test test-clickhouse bench lint fmt clean help generate verify-generated
 
 all: build
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## Build bin/gateway and bin/kaccess
-	@echo ">> building bin/gateway, bin/kaccess"
+build: ## Build bin/gateway, bin/kaccess-chdb (the embedded audit store's helper) and bin/kaccess
+	@echo ">> building bin/gateway, bin/kaccess-chdb, bin/kaccess"
 	@$(GO) build -o $(BIN)/gateway ./cmd/gateway
+	@$(GO) build -o $(BIN)/kaccess-chdb ./cmd/kaccess-chdb
 	@$(GO) build -o $(BIN)/kaccess ./cmd/kaccess
 
 # The real kube-apiserver and etcd, built from Go modules in their own module (hack/tools).
@@ -29,6 +35,9 @@ $(BIN)/etcd: hack/tools/go.mod hack/tools/go.sum hack/tools/etcd/main.go
 	@echo ">> building etcd"
 	@cd hack/tools && $(GO) build -o $@ ./etcd
 
+chdb: ## Fetch libchdb.so (embedded ClickHouse, 178 MB download) into .cache/chdb
+	@CHDB_VERSION=$(CHDB_VERSION) hack/chdb.sh
+
 deps: ## Install the Debian packages the tests run for real (Samba AD, OpenLDAP)
 	@hack/deps.sh
 
@@ -36,23 +45,29 @@ $(BIN)/oidc-provider: hack/oidc-provider/go.mod hack/oidc-provider/go.sum hack/o
 	@echo ">> building oidc-provider (zitadel/oidc example server)"
 	@cd hack/oidc-provider && $(GO) build -o $@ .
 
-run: deps tools build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
+run: deps tools chdb build ## Start a local kube-apiserver and the gateway in front of it, and say what to type next
 	@$(GO) build -o $(BIN)/devenv ./hack/devenv
 	@$(BIN)/devenv
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-test: deps tools lint verify-generated ## Lint, then run every test against real components (needs kubectl on PATH)
+test: deps tools chdb lint verify-generated ## Lint, then run every test against real components (needs kubectl on PATH)
 	@command -v kubectl >/dev/null || { echo "kubectl is needed on PATH for the end-to-end tests"; exit 1; }
 	@echo ">> go test (real etcd + kube-apiserver are started per test binary)"
 	@$(GO) test -count=1 -timeout 20m ./...
 	@echo ">> go test -race on the concurrent packages"
 	@$(GO) test -count=1 -race -timeout 10m ./internal/session/... ./internal/authn/... ./internal/proxy/... ./internal/cli/... ./internal/audit/... ./internal/rbacsync/...
 
-bench: tools ## Benchmarks: gateway vs direct, token verification
+test-clickhouse: ## The audit store conformance suite on a modern ClickHouse server: make test-clickhouse CLICKHOUSE_ADDR=host:9000
+	@test -n "$(CLICKHOUSE_ADDR)" || { echo "usage: make test-clickhouse CLICKHOUSE_ADDR=host:9000 [KACCESS_CLICKHOUSE_USER=u KACCESS_CLICKHOUSE_PASSWORD=p]" >&2; exit 2; }
+	KACCESS_CLICKHOUSE_ADDR=$(CLICKHOUSE_ADDR) $(GO) test -count=1 -v -run 'TestConformance' ./internal/audit/clickhouse/
+
+bench: tools chdb ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/session/ ./internal/gateway/
 	@$(GO) test -run '^$$' -bench 'BenchmarkAD' -benchtime 20x ./internal/authn/ldap/
-	@$(GO) test -run '^$$' -bench . -benchmem ./internal/audit/spool/
+	@$(GO) test -run '^$$' -bench . -benchmem ./internal/audit/spool/ ./internal/audit/capture/
+	@$(GO) test -run '^$$' -bench . -benchtime 30x ./internal/audit/chdb/
+	@$(GO) test -run '^$$' -bench Insert -benchtime 10x ./internal/audit/clickhouse/
 	@$(GO) test -run '^$$' -bench 'BenchmarkVerify' -benchmem ./internal/authn/oidc/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)

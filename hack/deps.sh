@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests run for real: a Samba AD domain controller
-# (samba with its AD provisioning files, smbclient, winbind, krb5-user), OpenLDAP (slapd) and
-# the LDAP command-line tools (ldap-utils). Idempotent: installed packages are skipped, and
-# `apt-get update` runs only when something is missing. The packaged services are not used
-# (tests run private instances), so they are stopped and disabled where systemd runs them.
+# (samba with its AD provisioning files, smbclient, winbind, krb5-user), OpenLDAP (slapd),
+# the LDAP command-line tools (ldap-utils), and a ClickHouse server with its client
+# (clickhouse-server, clickhouse-client: Debian's 18.16, for the audit writer's tests).
+# Idempotent: installed packages are skipped, and `apt-get update` runs only when something is
+# missing. The packaged services are not used (tests run private instances), so they are stopped
+# and disabled where systemd runs them.
 set -euo pipefail
 
 # samba-ad-provision (the AD schema files), samba-dsdb-modules and samba-vfs-modules are only
 # "Recommends" of samba, but `samba-tool domain provision` of a DC cannot run without them.
-PACKAGES=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules smbclient winbind krb5-user ldap-utils slapd)
+PACKAGES=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules smbclient winbind krb5-user ldap-utils slapd clickhouse-server clickhouse-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -40,9 +42,10 @@ else
 fi
 
 # The packages may start their own samba/slapd, which would hold ports 389/636 that the test
-# domain controller needs. Stop them where systemd runs them; elsewhere (containers without an
-# init system nothing is started) only warn when the ports are taken.
-for svc in samba-ad-dc smbd nmbd winbind slapd; do
+# domain controller needs, and clickhouse-server, which would hold 9000/8123 for nothing (the
+# tests start private servers on free ports). Stop them where systemd runs them; elsewhere
+# (containers without an init system nothing is started) only warn when 389/636 are taken.
+for svc in samba-ad-dc smbd nmbd winbind slapd clickhouse-server; do
 	if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
 		echo ">> deps: stopping and disabling the packaged $svc service"
 		"${SUDO[@]}" systemctl disable --now "$svc" >/dev/null 2>&1 || true

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kaccessv1 "github.com/kaccess/kaccess/api/gen/kaccess/v1"
+	auditevent "github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/session"
 )
@@ -35,6 +36,7 @@ const (
 type authService struct {
 	kaccessv1.UnimplementedAuthServiceServer
 
+	audit    Recorder
 	sessions SessionStore
 	sources  map[string]Source
 	names    []string // sorted source names
@@ -73,10 +75,11 @@ func (a *authService) Login(ctx context.Context, req *kaccessv1.LoginRequest) (*
 			level = slog.LevelWarn
 		}
 		a.log.Log(ctx, level, "login", append(event, "outcome", outcome, "error", err.Error())...)
+		a.recordLoginFailure(ctx, req.GetSource(), req.GetUsername(), outcome)
 		return nil, st.Err()
 	}
 
-	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), time.Time{})
+	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), time.Time{}, "password")
 	if err != nil {
 		return nil, err
 	}
@@ -87,13 +90,22 @@ func (a *authService) Login(ctx context.Context, req *kaccessv1.LoginRequest) (*
 // startSession mints the session of a successful login and logs the login event. The session's
 // source is the configured name the client chose (and can log in with again), whatever the
 // source put in the identity; expiresAt, when set, caps the session's life.
-func (a *authService) startSession(ctx context.Context, event []any, id *authn.Identity, source string, expiresAt time.Time) (string, session.Claims, error) {
+func (a *authService) startSession(ctx context.Context, event []any, id *authn.Identity, source string, expiresAt time.Time, method string) (string, session.Claims, error) {
 	token, claims, err := a.sessions.Mint(ctx, session.Claims{
 		User: id.User, UID: id.UID, Groups: id.Groups, Extra: id.Extra, Source: source, ExpiresAt: expiresAt,
 	})
 	if err != nil {
 		a.log.ErrorContext(ctx, "login", append(event, "outcome", "session_error", "error", err.Error())...)
 		return "", session.Claims{}, status.Error(codes.Internal, "the session could not be created; the gateway's log has the details")
+	}
+	// The session is handed out only once its start is on the audit record.
+	rec := stateEvent(ctx, auditevent.KindLogin, source)
+	rec.User, rec.UID, rec.Groups = claims.User, claims.UID, claims.Groups
+	rec.SessionIDHash = auditevent.HashSessionID(claims.SessionID)
+	rec.Extra = map[string]string{"method": method, "expire_time": claims.ExpiresAt.UTC().Format(time.RFC3339)}
+	if err := a.audit.Record(rec); err != nil {
+		a.log.ErrorContext(ctx, "login", append(event, "outcome", "audit_error", "error", err.Error())...)
+		return "", session.Claims{}, status.Error(codes.Unavailable, "the login could not be recorded in the audit log, so no session was started; try again later")
 	}
 	a.log.InfoContext(ctx, "login", append(event, "outcome", "success", "session_id", claims.SessionID,
 		"uid", claims.UID, "groups", len(claims.Groups), "expire_time", claims.ExpiresAt)...)
@@ -160,6 +172,13 @@ func (a *authService) Logout(ctx context.Context, _ *kaccessv1.LogoutRequest) (*
 	if err := a.sessions.Revoke(ctx, id.SessionID, id.ExpiresAt); err != nil {
 		a.log.ErrorContext(ctx, "logout", append(event, "outcome", "error", "error", err.Error())...)
 		return nil, status.Error(codes.Unavailable, "the session could not be ended; try again")
+	}
+	// Ending a session only takes access away, so it stands even if it cannot be recorded.
+	rec := stateEvent(ctx, auditevent.KindLogout, id.Source)
+	rec.User, rec.UID, rec.Groups = id.User, id.UID, id.Groups
+	rec.SessionIDHash = auditevent.HashSessionID(id.SessionID)
+	if err := a.audit.Record(rec); err != nil {
+		a.log.ErrorContext(ctx, "logout not recorded in the audit log", append(event, "error", err.Error())...)
 	}
 	a.log.InfoContext(ctx, "logout", append(event, "outcome", "success")...)
 	return &kaccessv1.LogoutResponse{}, nil
@@ -248,16 +267,29 @@ func (a *authService) ExchangeToken(ctx context.Context, req *kaccessv1.Exchange
 			}
 		}
 		a.log.InfoContext(ctx, "login", append(event, "outcome", authn.FailureReason(err), "error", err.Error())...)
+		a.recordLoginFailure(ctx, req.GetSource(), "", authn.FailureReason(err))
 		return nil, status.Error(code, msg)
 	case !ok || id == nil || id.User == "":
 		a.log.InfoContext(ctx, "login", append(event, "outcome", "unknown_issuer")...)
 		return nil, status.Error(codes.Unauthenticated, "the ID token is not from the issuer of source "+strconv.Quote(req.GetSource()))
 	}
 	event = append(event, "user", id.User)
-	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), id.ExpiresAt)
+	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), id.ExpiresAt, "id_token")
 	if err != nil {
 		return nil, err
 	}
 	return &kaccessv1.ExchangeTokenResponse{Token: token, ExpireTime: timestamppb.New(claims.ExpiresAt),
 		Identity: identityOf(claims), SessionId: claims.SessionID}, nil
+}
+
+// recordLoginFailure puts a refused login on the audit record (the name as typed: it may not
+// exist). A failure to record it is logged; the login is refused either way.
+func (a *authService) recordLoginFailure(ctx context.Context, source, user, outcome string) {
+	rec := stateEvent(ctx, auditevent.KindLoginFailed, source)
+	rec.User = user
+	rec.Decision = auditevent.DecisionDeny
+	rec.Extra = map[string]string{"outcome": outcome}
+	if err := a.audit.Record(rec); err != nil {
+		a.log.ErrorContext(ctx, "failed login not recorded in the audit log", "error", err.Error())
+	}
 }

@@ -80,6 +80,8 @@ type Config struct {
 	Logger *slog.Logger
 	// TLS serves the listener; it must have a certificate (Certificates or GetCertificate).
 	TLS *tls.Config
+	// Audit records logins, failed logins and logouts; nil records nothing.
+	Audit Recorder
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -155,8 +157,12 @@ func New(cfg Config) (*Server, error) {
 		grpc.ChainUnaryInterceptor(in.recoverUnary, in.logUnary, in.authenticateUnary),
 		grpc.ChainStreamInterceptor(in.recoverStream, in.authenticateStream),
 	)
+	var rec Recorder = discard{}
+	if cfg.Audit != nil {
+		rec = cfg.Audit
+	}
 	kaccessv1.RegisterAuthServiceServer(s.grpc, &authService{
-		sessions: cfg.Sessions, sources: maps.Clone(cfg.Sources), log: cfg.Logger, names: slices.Sorted(maps.Keys(cfg.Sources)),
+		audit: rec, sessions: cfg.Sessions, sources: maps.Clone(cfg.Sources), log: cfg.Logger, names: slices.Sorted(maps.Keys(cfg.Sources)),
 	})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)

@@ -46,6 +46,8 @@ type Config struct {
 	TrustedProxies []string `json:"trustedProxies"`
 	// Log configures structured logging.
 	Log Log `json:"log"`
+	// Audit configures the record of every request and where it is stored.
+	Audit Audit `json:"audit"`
 }
 
 // Listen addresses.
@@ -186,6 +188,7 @@ func (c *Config) SetDefaults() {
 	for i := range c.OIDC {
 		c.OIDC[i].SetDefaults()
 	}
+	c.Audit.setDefaults(c.StateDir)
 	setString(&c.Log.Level, "info")
 	setString(&c.Log.Format, "json")
 	if len(c.Clusters) > 0 {

@@ -63,6 +63,7 @@ func (c *Config) Validate() error {
 	c.validateSession(&p)
 	c.validateDirectories(&p)
 	c.validateOIDC(&p)
+	c.Audit.validate(&p)
 	if c.Limits.MaxHeaderBytes < 4<<10 {
 		p.add("limits.maxHeaderBytes", "must be at least 4096, got %d", c.Limits.MaxHeaderBytes)
 	}

@@ -121,7 +121,7 @@ func withAuthentication(next http.Handler, a authn.TokenAuthenticator, m *metric
 		}
 		m.authn.WithLabelValues(id.Source, "success").Inc()
 		if st := requestctx.From(ctx); st != nil {
-			st.User, st.Source = id.User, id.Source
+			st.User, st.Source, st.Identity = id.User, id.Source, id
 		}
 		next.ServeHTTP(w, r.WithContext(authn.WithIdentity(ctx, id)))
 	})

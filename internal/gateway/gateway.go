@@ -41,6 +41,7 @@ type Gateway struct {
 	metrics  *metrics
 	sessions *session.Manager
 	api      *apiserver.Server
+	audit    *audit
 	clusters []*upstream.Cluster
 	handler  http.Handler
 	tls      *tls.Config
@@ -61,7 +62,8 @@ type Gateway struct {
 type Option func(*options)
 
 type options struct {
-	sources map[string]apiserver.Source
+	sources    map[string]apiserver.Source
+	auditStore StoreOpener
 }
 
 // WithPasswordSource adds a login source beside the configured directories (tests, embedding).
@@ -139,6 +141,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		}
 	}
 
+	if err := g.setupAudit(o.auditStore, trusted); err != nil {
+		g.stopBackground()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	for i, cc := range cfg.Clusters {
 		cl := g.clusters[i]
@@ -162,6 +168,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 	}
 	api, err := apiserver.New(apiserver.Config{
 		Sessions: sessions, Authenticator: authenticator, Sources: sources, Logger: log, TLS: g.tls,
+		Audit: g.audit.capture,
 	})
 	if err != nil {
 		return nil, err
@@ -190,6 +197,9 @@ func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.Toke
 	h = withTimeout(h, g.cfg.Timeouts.Request.D())
 	// Authenticate, removing the credential from the request; 401 for anything not valid.
 	h = withAuthentication(h, a, g.metrics, g.log)
+	// Record every request, refused credentials included, before its response completes;
+	// 503 up front when the audit spool cannot take more.
+	h = g.audit.capture.Handler(cluster, h)
 	// Count and log every request once it ends, including refusals by the steps inside.
 	h = withObservability(h, cluster, g.metrics, g.log)
 	// Know the Kubernetes verb and resource before anything below needs them.
@@ -316,6 +326,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go cl.ProbeEvery(probes, 5*time.Second)
 	}
 	go g.exportReadiness(probes)
+	// The shipper outlives the drain, so records of the last requests go out too; whatever
+	// it has not shipped at exit stays in the spool for the next start.
+	shipping, stopShipping := context.WithCancel(context.Background())
+	shipped := make(chan struct{})
+	go func() { defer close(shipped); g.runShipper(shipping) }()
+	defer func() { stopShipping(); <-shipped; g.closeAudit() }()
 	if g.cfg.Session.RotateEvery > 0 {
 		go func() { _ = g.sessions.Run(probes) }()
 	}
@@ -375,6 +391,9 @@ func (g *Gateway) opsHandler() http.Handler {
 		var problems []string
 		if g.draining.Load() {
 			problems = append(problems, "shutting down")
+		}
+		if g.auditFull() {
+			problems = append(problems, "audit spool full: requests are refused until the audit store takes records again")
 		}
 		for _, cl := range g.clusters {
 			if ok, why := cl.Ready(); !ok {

@@ -22,6 +22,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/kaccess/kaccess/internal/audit/ship"
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/session"
 	"github.com/kaccess/kaccess/internal/testenv"
@@ -38,6 +39,12 @@ type testGateway struct {
 	OpsURL string
 	logs   *lockedWriter
 	stop   func()
+}
+
+// unreachableStore is an audit store that never answers: records stay in the spool.
+func unreachableStore(ctx context.Context) (ship.Sink, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
 
 // startGateway serves a gateway for the test's lifetime. mutate may change its config.
@@ -60,6 +67,8 @@ func startGateway(t testing.TB, mutate func(*config.Config), opts ...Option) *te
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	// Tests about the audit store pass their own; elsewhere records stay in the (real) spool.
+	opts = append([]Option{WithAuditStore(unreachableStore)}, opts...)
 	g, err := New(cfg, slog.New(WithRequestIDs(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))), opts...)
 	if err != nil {
 		t.Fatal(err)

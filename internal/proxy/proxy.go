@@ -143,6 +143,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if asked == nil {
 		setImpersonation(out, id.User, id.UID, id.Groups, extra)
 	} else {
+		if st := requestctx.From(r.Context()); st != nil {
+			st.ImpersonatedUser, st.ImpersonatedGroups = asked.User, asked.Groups
+		}
 		allowed, refusal, err := p.cfg.Impersonation.CheckImpersonation(r.Context(), id, asked)
 		if err != nil {
 			p.cfg.Logger.ErrorContext(r.Context(), "impersonation check failed", "user", id.User, "error", err.Error())

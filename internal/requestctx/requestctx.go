@@ -1,7 +1,11 @@
 // Package requestctx carries per-request state through the handler chain under an unexported key.
 package requestctx
 
-import "context"
+import (
+	"context"
+
+	"github.com/kaccess/kaccess/internal/authn"
+)
 
 // State is filled in as a request passes the chain. Outer steps (logging, metrics, later audit)
 // read what inner steps (authentication) found, so it is shared by pointer.
@@ -13,6 +17,12 @@ type State struct {
 	LongRunning bool
 	// User and Source are set once the request is authenticated.
 	User, Source string
+	// Identity is the authenticated identity (nil until then, and for refused credentials).
+	Identity *authn.Identity
+	// ImpersonatedUser and ImpersonatedGroups are what a client asked to act as (kubectl
+	// --as), set before the check so refused attempts are on record too.
+	ImpersonatedUser   string
+	ImpersonatedGroups []string
 }
 
 type stateKey struct{}

@@ -22,6 +22,7 @@ var (
 	shared         *Cluster
 	sharedAD       *AD
 	sharedOpenLDAP *OpenLDAP
+	sharedCH       *ClickHouse
 )
 
 // startTimeout bounds the start of all components in TestMain (each readiness poll has its
@@ -39,7 +40,7 @@ type component struct {
 	clear func()
 }
 
-// Option is a component for Run to start: WithCluster, WithAD, WithOpenLDAP.
+// Option is a component for Run to start: WithCluster, WithAD, WithOpenLDAP, WithClickHouse.
 type Option struct{ c component }
 
 // WithCluster starts a real etcd + kube-apiserver; tests reach it with Shared.
@@ -109,6 +110,34 @@ func WithOpenLDAP() Option {
 	}}
 }
 
+// WithClickHouse starts a private clickhouse-server (Debian's 18.16); tests reach it with
+// SharedClickHouse. It runs even when KACCESS_CLICKHOUSE_ADDR names a modern server (see
+// ModernClickHouseAddr): the writer's outage tests need a server they can stop and start.
+func WithClickHouse() Option {
+	return Option{component{
+		name: "ClickHouse server",
+		start: func(ctx context.Context) (stopper, error) {
+			c, err := StartClickHouse(ctx, ClickHouseConfig{})
+			if err != nil {
+				return nil, fmt.Errorf("%w\ntestenv: if clickhouse-server is missing, run hack/deps.sh", err)
+			}
+			sharedCH = c
+			return closeOnStop{c}, nil
+		},
+		ready: func(verbose bool, s stopper) {
+			if c := s.(closeOnStop).ClickHouse; verbose {
+				fmt.Fprintf(os.Stderr, "testenv: ClickHouse at %s ready in %s\n", c.Addr, c.StartupTime.Round(time.Millisecond))
+			}
+		},
+		clear: func() { sharedCH = nil },
+	}}
+}
+
+// closeOnStop makes Run's final Stop a Close: ClickHouse.Stop alone keeps the data for Start.
+type closeOnStop struct{ *ClickHouse }
+
+func (c closeOnStop) Stop() error { return c.Close() }
+
 // RunWithCluster starts one cluster for the test binary, runs its tests and stops it.
 // Use it as: func TestMain(m *testing.M) { os.Exit(testenv.RunWithCluster(m)) }.
 // A cluster that cannot start fails the binary: these tests never skip a missing component.
@@ -173,6 +202,7 @@ func Run(m *testing.M, opts ...Option) int {
 	code := m.Run()
 	guard.release()
 	stopAll()
+	cleanupChDB()
 	return code
 }
 
@@ -244,6 +274,25 @@ func SharedOpenLDAP(tb testing.TB) *OpenLDAP {
 		tb.Fatal("testenv: no OpenLDAP: call os.Exit(testenv.Run(m, testenv.WithOpenLDAP())) from this package's TestMain")
 	}
 	return sharedOpenLDAP
+}
+
+// SharedClickHouse returns the server started by Run(m, WithClickHouse()) in this binary's
+// TestMain.
+func SharedClickHouse(tb testing.TB) *ClickHouse {
+	tb.Helper()
+	if sharedCH == nil {
+		tb.Fatal("testenv: no ClickHouse: call os.Exit(testenv.Run(m, testenv.WithClickHouse())) from this package's TestMain")
+	}
+	return sharedCH
+}
+
+// ModernClickHouseAddr returns the native address of the modern ClickHouse server named by
+// KACCESS_CLICKHOUSE_ADDR, and whether one is named. Tests that need the production schema
+// (DateTime64, Map, TTL) run against it; without it they are not run by `go test ./...`, which
+// has only Debian's 18.16 (`make test-clickhouse CLICKHOUSE_ADDR=host:9000` sets it).
+func ModernClickHouseAddr() (string, bool) {
+	addr := os.Getenv(ClickHouseAddrEnv)
+	return addr, addr != ""
 }
 
 // Shared returns the cluster started by RunWithCluster in this binary's TestMain.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 )
 
@@ -90,7 +91,21 @@ func (r *Redactor) Redact(body []byte, bc BodyContext) json.RawMessage {
 	ct := strings.ToLower(bc.ContentType)
 	switch {
 	case strings.Contains(ct, "protobuf") || bytes.HasPrefix(body, []byte("k8s\x00")):
-		return omitted("protobuf body ("+contentTypeOr(bc.ContentType)+")", len(body))
+		// client-go sends and asks for protobuf for built-in kinds: decode them with
+		// client-go's scheme and record them as JSON like any other body. Custom resources
+		// never come as protobuf; anything the scheme does not know is left out.
+		j, ok := protobufToJSON(body)
+		if !ok || len(body) > maxParse {
+			return omitted("protobuf body ("+contentTypeOr(bc.ContentType)+")", len(body))
+		}
+		out, ok := redactJSON(j, hintFor(bc))
+		if !ok {
+			return omitted("protobuf body ("+contentTypeOr(bc.ContentType)+")", len(body))
+		}
+		if len(out) > maxBody {
+			return truncated(out, maxBody, len(body))
+		}
+		return out
 	case strings.Contains(ct, "cbor"):
 		return omitted("CBOR body ("+bc.ContentType+")", len(body))
 	case len(body) > maxParse:
@@ -423,4 +438,16 @@ func hasCredentialParam(query string) bool {
 func isCredentialParam(key string) bool {
 	name, err := url.QueryUnescape(key)
 	return err == nil && credentialKeys[strings.ToLower(name)]
+}
+
+// protobufToJSON decodes a Kubernetes protobuf envelope of a kind client-go's scheme knows and
+// returns it as JSON with its apiVersion and kind.
+func protobufToJSON(body []byte) ([]byte, bool) {
+	obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(body, nil, nil)
+	if err != nil || gvk == nil {
+		return nil, false
+	}
+	obj.GetObjectKind().SetGroupVersionKind(*gvk)
+	j, err := json.Marshal(obj)
+	return j, err == nil
 }

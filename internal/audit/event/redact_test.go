@@ -5,6 +5,11 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
 const secretJSON = `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"shop",` +
@@ -335,5 +340,36 @@ func BenchmarkRedactUnchanged(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
 		r.Redact(body, BodyContext{APIGroup: "apps", Resource: "deployments"})
+	}
+}
+
+// client-go speaks protobuf for built-in kinds: such bodies are recorded as JSON, redacted.
+func TestRedactDecodesKubernetesProtobuf(t *testing.T) {
+	t.Parallel()
+	info, ok := runtime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	if !ok {
+		t.Fatal("no protobuf serializer")
+	}
+	enc := scheme.Codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)
+	var buf bytes.Buffer
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "prod"}, Data: map[string][]byte{"password": []byte("hunter2")}}
+	if err := enc.Encode(secret, &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := (&Redactor{}).Redact(buf.Bytes(), BodyContext{ContentType: runtime.ContentTypeProtobuf, Resource: "secrets"})
+	if bytes.Contains(out, []byte("hunter2")) || bytes.Contains(out, []byte("aHVudGVyMg")) {
+		t.Fatalf("secret data recorded: %s", out)
+	}
+	m := decode(t, out)
+	if m["kind"] != "Secret" || m["data"].(map[string]any)["password"] != Redacted {
+		t.Fatalf("got %s", out)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"colour": "blue"}}}
+	buf.Reset()
+	if err := enc.Encode(svc, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if out := (&Redactor{}).Redact(buf.Bytes(), BodyContext{ContentType: runtime.ContentTypeProtobuf, Resource: "services"}); !bytes.Contains(out, []byte(`"colour":"blue"`)) {
+		t.Fatalf("service body: %s", out)
 	}
 }

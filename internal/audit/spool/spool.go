@@ -192,6 +192,20 @@ func (s *Spool) ID() string { return s.id }
 // Recovered reports the torn tail cut off at Open, or nil.
 func (s *Spool) Recovered() *TornTail { return s.recovered }
 
+// Free returns the bytes the cap still allows. Capture checks it before letting a request
+// through, so a request is refused up front rather than after it reached the API server.
+func (s *Spool) Free() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	free := s.cfg.MaxBytes - s.diskBytes
+	// A fully acknowledged active segment is reclaimed by the next append (reclaimLocked):
+	// count it as free, or a spool refusing every append would never get to reclaim it.
+	if seg := s.segs[len(s.segs)-1]; seg.last >= seg.first && s.ackedSeq >= seg.last {
+		free += seg.size - segHeaderSize
+	}
+	return free
+}
+
 // Reader returns the spool's single reader.
 func (s *Spool) Reader() *Reader { return s.reader }
 

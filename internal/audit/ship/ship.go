@@ -1,0 +1,258 @@
+package ship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/kaccess/kaccess/internal/audit/event"
+	"github.com/kaccess/kaccess/internal/audit/spool"
+)
+
+// Source is the spool's reader as the shipper sees it.
+type Source interface {
+	Next(ctx context.Context, max int) (spool.Batch, error)
+	Ack(seq uint64) error
+}
+
+// Config configures a Shipper.
+type Config struct {
+	Source Source
+	// Open connects to the store. It is called (again) until it succeeds, so the gateway
+	// serves, spooling, while the store is down at start.
+	Open func(ctx context.Context) (Sink, error)
+	// Instance is the spool's instance id, stamped on every event with its sequence number.
+	Instance string
+	// MaxBatch caps the events per insert (default 10,000).
+	MaxBatch int
+	// FlushInterval is the longest a record waits for a fuller batch (default 1 s): the
+	// store gets about one insert per interval per gateway, not one per request.
+	FlushInterval time.Duration
+	// MinBackoff and MaxBackoff bound the wait between retries of a failed insert
+	// (defaults 200 ms and 10 s).
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
+}
+
+// Stats counts what the shipper did.
+type Stats struct {
+	Shipped     uint64 // events the store confirmed
+	Batches     uint64 // inserts the store confirmed
+	Retries     uint64 // failed inserts (each retried with the same token)
+	Undecodable uint64 // spool records that did not decode (logged, acknowledged)
+	LastSeq     uint64 // last sequence number confirmed by the store
+	Connected   bool   // the store was opened
+}
+
+// Shipper moves records from the spool to the store.
+type Shipper struct {
+	cfg                                     Config
+	shipped, batches, retries, bad, lastSeq atomic.Uint64
+	connected                               atomic.Bool
+}
+
+// New checks cfg and returns a Shipper; Run starts it.
+func New(cfg Config) (*Shipper, error) {
+	if cfg.Source == nil || cfg.Open == nil {
+		return nil, errors.New("ship: Source and Open are required")
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 10_000
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Shipper{cfg: cfg}, nil
+}
+
+// Stats returns the counters.
+func (s *Shipper) Stats() Stats {
+	return Stats{
+		Shipped: s.shipped.Load(), Batches: s.batches.Load(), Retries: s.retries.Load(),
+		Undecodable: s.bad.Load(), LastSeq: s.lastSeq.Load(), Connected: s.connected.Load(),
+	}
+}
+
+// Run ships until ctx ends. It returns ctx's error, or a spool error it cannot get past. A
+// sink that is an io.Closer is closed on return.
+func (s *Shipper) Run(ctx context.Context) error {
+	sink, err := s.open(ctx)
+	if err != nil {
+		return err
+	}
+	if c, ok := sink.(io.Closer); ok {
+		defer c.Close()
+	}
+	var events []*event.Event
+	var pool []event.Event
+	// The first batch may have been stored before a crash kept it from being acknowledged.
+	maybeStored := true
+	for {
+		began := time.Now()
+		b, err := s.cfg.Source.Next(ctx, s.cfg.MaxBatch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("ship: read spool: %w", err)
+		}
+		events, pool = s.decode(b, events[:0], pool)
+		if len(events) > 0 {
+			if err := s.write(ctx, sink, b.Token, events, maybeStored); err != nil {
+				return err
+			}
+		}
+		maybeStored = false
+		if err := s.cfg.Source.Ack(b.LastSeq); err != nil {
+			return fmt.Errorf("ship: acknowledge %d: %w", b.LastSeq, err)
+		}
+		s.lastSeq.Store(b.LastSeq)
+		// A full batch means a backlog: go on at once. Otherwise let records gather.
+		if len(b.Records) < s.cfg.MaxBatch {
+			if err := sleep(ctx, s.cfg.FlushInterval-time.Since(began)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *Shipper) open(ctx context.Context) (Sink, error) {
+	backoff := s.cfg.MinBackoff
+	for {
+		sink, err := s.cfg.Open(ctx)
+		if err == nil {
+			s.connected.Store(true)
+			return sink, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.cfg.Logger.Warn("audit store not reachable; records stay in the spool until it is",
+			"error", err.Error(), "retry_in", backoff.String())
+		if err := sleep(ctx, backoff); err != nil {
+			return nil, err
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}
+
+// decode turns the batch into events, reusing the event structs of earlier batches.
+func (s *Shipper) decode(b spool.Batch, events []*event.Event, pool []event.Event) ([]*event.Event, []event.Event) {
+	if cap(pool) < len(b.Records) {
+		pool = make([]event.Event, len(b.Records))
+	}
+	pool = pool[:len(b.Records)]
+	for i, rec := range b.Records {
+		e := &pool[i]
+		*e = event.Event{}
+		if err := event.Unmarshal(rec.Payload, e); err != nil {
+			// The spool's checksum matched, so this is a record an incompatible build wrote.
+			// It cannot be stored; say so loudly rather than block every later record.
+			s.bad.Add(1)
+			s.cfg.Logger.Error("audit record in the spool does not decode; it is skipped",
+				"seq", rec.Seq, "error", err.Error())
+			continue
+		}
+		e.GatewayInstance, e.Seq = s.cfg.Instance, rec.Seq
+		events = append(events, e)
+	}
+	return events, pool
+}
+
+// write inserts the batch until the store has it. Every retry sends the same events with the
+// same token, so the store keeps the batch once however often it is retried.
+func (s *Shipper) write(ctx context.Context, sink Sink, token string, events []*event.Event, maybeStored bool) error {
+	backoff := s.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		var err error
+		todo := events
+		if maybeStored {
+			todo, err = s.missing(ctx, sink, events)
+		}
+		if err == nil && len(todo) > 0 {
+			tok := token
+			if len(todo) < len(events) {
+				// A different set of rows needs its own token, or a store deduplicating
+				// by token could drop it as a repeat; the same subset gets the same one.
+				tok = fmt.Sprintf("%s-rest-%d-%d", token, todo[0].Seq, len(todo))
+			}
+			err = sink.Write(ctx, tok, todo)
+		}
+		if err == nil {
+			s.shipped.Add(uint64(len(events)))
+			s.batches.Add(1)
+			if attempt > 1 {
+				s.cfg.Logger.Info("audit store took the batch after retries", "attempts", attempt, "events", len(events))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		maybeStored = true // the failed insert may have gone in, wholly or partly
+		s.retries.Add(1)
+		s.cfg.Logger.Warn("audit batch not stored; retrying the same batch", "error", err.Error(),
+			"events", len(events), "attempt", attempt, "retry_in", backoff.String())
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}
+
+// missing returns the events the store does not hold yet, when it can tell (SeqLister);
+// otherwise all of them, relying on the batch's deduplication token.
+func (s *Shipper) missing(ctx context.Context, sink Sink, events []*event.Event) ([]*event.Event, error) {
+	lister, ok := sink.(SeqLister)
+	if !ok {
+		return events, nil
+	}
+	first, last := events[0].Seq, events[len(events)-1].Seq
+	stored, err := lister.StoredSeqs(ctx, s.cfg.Instance, first, last)
+	if err != nil {
+		return nil, fmt.Errorf("checking which records the store has: %w", err)
+	}
+	if len(stored) == 0 {
+		return events, nil
+	}
+	have := make(map[uint64]bool, len(stored))
+	for _, seq := range stored {
+		have[seq] = true
+	}
+	todo := make([]*event.Event, 0, len(events)-min(len(events), len(have)))
+	for _, e := range events {
+		if !have[e.Seq] {
+			todo = append(todo, e)
+		}
+	}
+	s.cfg.Logger.Info("audit store already had part of a batch; sending the rest",
+		"stored", len(events)-len(todo), "missing", len(todo))
+	return todo, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
