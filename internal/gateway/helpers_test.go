@@ -29,7 +29,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.WithCluster(), testenv.WithAD(), testenv.WithOIDC()))
+	os.Exit(testenv.Run(m, testenv.WithCluster(), testenv.WithAD(), testenv.WithOIDC(), testenv.WithClickHouse()))
 }
 
 // testGateway is a gateway serving in front of the shared test cluster.
