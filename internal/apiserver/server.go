@@ -82,6 +82,9 @@ type Config struct {
 	TLS *tls.Config
 	// Audit records logins, failed logins and logouts; nil records nothing.
 	Audit Recorder
+	// Access serves AccessService (access requests and grants; an *access.Service, which audits
+	// its own changes); nil leaves the service out.
+	Access AccessRequests
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -164,9 +167,15 @@ func New(cfg Config) (*Server, error) {
 	kaccessv1.RegisterAuthServiceServer(s.grpc, &authService{
 		audit: rec, sessions: cfg.Sessions, sources: maps.Clone(cfg.Sources), log: cfg.Logger, names: slices.Sorted(maps.Keys(cfg.Sources)),
 	})
+	if cfg.Access != nil {
+		kaccessv1.RegisterAccessServiceServer(s.grpc, &accessService{requests: cfg.Access, log: cfg.Logger})
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus(kaccessv1.AuthService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if cfg.Access != nil {
+		s.health.SetServingStatus(kaccessv1.AccessService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
 	reflection.Register(s.grpc)
 
 	go func() { _ = s.grpc.Serve(s.loop) }()
@@ -188,6 +197,12 @@ func New(cfg Config) (*Server, error) {
 	if err := kaccessv1.RegisterAuthServiceHandler(context.Background(), gw, conn); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("apiserver: REST routes: %w", err)
+	}
+	if cfg.Access != nil {
+		if err := kaccessv1.RegisterAccessServiceHandler(context.Background(), gw, conn); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("apiserver: REST routes: %w", err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.MaxBytesHandler(gw, maxRESTBodyBytes))

@@ -17,7 +17,8 @@ const module = "github.com/kaccess/kaccess/"
 // (the generated API under api/ may be imported by anyone).
 // Feature packages stay small and independent; internal/gateway is the one that wires them.
 var allowed = map[string][]string{
-	"internal/apiserver":         {"internal/audit/event", "internal/authn", "internal/session"},
+	"internal/access":            {"internal/audit/event", "internal/rbacsync/policy"},
+	"internal/apiserver":         {"internal/access", "internal/audit/event", "internal/authn", "internal/session"},
 	"internal/arch":              nil,
 	"internal/audit/chdb":        {"internal/audit/event", "internal/audit/schema"},
 	"internal/audit/chdb/engine": nil,

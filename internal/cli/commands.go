@@ -52,6 +52,8 @@ that login. Typical first use:
 		newWhoAmICommand(s, getStore),
 		newLogoutCommand(s, getStore),
 		newPolicyCommand(s),
+		newRequestCommand(s, getStore),
+		newGrantsCommand(s, getStore),
 		&cobra.Command{Use: "version", Short: "Print the version of kaccess", Args: cobra.NoArgs,
 			Run: func(*cobra.Command, []string) { fmt.Fprintln(s.Out, "kaccess", version) }},
 	)

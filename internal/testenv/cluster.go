@@ -21,10 +21,16 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
 )
 
 const (
@@ -139,7 +145,68 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig, binDir, rbacFile
 	if err := c.applyRBACFile(ctx, rbacFile); err != nil {
 		return fmt.Errorf("apply %s: %w", rbacFile, err)
 	}
+	// The CRDs kaccess ships (AccessRequest) sit beside the RBAC manifest.
+	crdDir := filepath.Join(filepath.Dir(rbacFile), "crds")
+	if err := c.applyCRDs(ctx, crdDir); err != nil {
+		return fmt.Errorf("apply CRDs in %s: %w", crdDir, err)
+	}
 	return nil
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// applyCRDs creates every CustomResourceDefinition in dir (*.yaml) and waits until each is
+// Established, so tests can use the resources at once. A missing dir is fine (a custom
+// ClusterConfig.RBACFile elsewhere).
+func (c *Cluster) applyCRDs(ctx context.Context, dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	client, err := dynamic.NewForConfig(c.AdminConfig())
+	if err != nil {
+		return err
+	}
+	api := client.Resource(crdGVR)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var crd unstructured.Unstructured
+		if err := yaml.Unmarshal(data, &crd.Object); err != nil {
+			return fmt.Errorf("decode %s: %w", f, err)
+		}
+		if _, err := api.Create(ctx, &crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %s: %w", crd.GetName(), err)
+		}
+		if err := waitEstablished(ctx, api, crd.GetName()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitEstablished(ctx context.Context, api dynamic.ResourceInterface, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for {
+		got, err := api.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			for _, cond := range conds {
+				m, _ := cond.(map[string]any)
+				if m["type"] == "Established" && m["status"] == "True" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRD %s not Established after %s (last error: %v)", name, readyTimeout, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 var errPortInUse = errors.New("port already in use")
