@@ -48,6 +48,8 @@ type Config struct {
 	Log Log `json:"log"`
 	// Audit configures the record of every request and where it is stored.
 	Audit Audit `json:"audit"`
+	// Access configures RBAC sync from the access policy and access requests.
+	Access Access `json:"access"`
 }
 
 // Listen addresses.
@@ -189,6 +191,7 @@ func (c *Config) SetDefaults() {
 		c.OIDC[i].SetDefaults()
 	}
 	c.Audit.setDefaults(c.StateDir)
+	c.Access.setDefaults()
 	setString(&c.Log.Level, "info")
 	setString(&c.Log.Format, "json")
 	if len(c.Clusters) > 0 {

@@ -64,6 +64,7 @@ func (c *Config) Validate() error {
 	c.validateDirectories(&p)
 	c.validateOIDC(&p)
 	c.Audit.validate(&p)
+	c.Access.validate(&p)
 	if c.Limits.MaxHeaderBytes < 4<<10 {
 		p.add("limits.maxHeaderBytes", "must be at least 4096, got %d", c.Limits.MaxHeaderBytes)
 	}

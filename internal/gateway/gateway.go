@@ -42,6 +42,7 @@ type Gateway struct {
 	sessions *session.Manager
 	api      *apiserver.Server
 	audit    *audit
+	access   *governance
 	clusters []*upstream.Cluster
 	handler  http.Handler
 	tls      *tls.Config
@@ -145,6 +146,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		g.stopBackground()
 		return nil, err
 	}
+	if err := g.setupAccess(); err != nil {
+		g.stopBackground()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	for i, cc := range cfg.Clusters {
 		cl := g.clusters[i]
@@ -159,17 +164,21 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		if err != nil {
 			return nil, err
 		}
-		chain := g.buildHandlerChain(name, p, authenticator)
+		chain := g.buildHandlerChain(name, p, authenticator, cc.Default)
 		prefix := "/clusters/" + name
 		mux.Handle(prefix+"/", http.StripPrefix(prefix, chain))
 		if cc.Default {
 			mux.Handle("/", chain)
 		}
 	}
-	api, err := apiserver.New(apiserver.Config{
+	apiCfg := apiserver.Config{
 		Sessions: sessions, Authenticator: authenticator, Sources: sources, Logger: log, TLS: g.tls,
 		Audit: g.audit.capture,
-	})
+	}
+	if g.access != nil {
+		apiCfg.Access = g.access.service
+	}
+	api, err := apiserver.New(apiCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +199,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 }
 
 // buildHandlerChain wraps the proxy in the steps every request passes, outermost first.
-func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.TokenAuthenticator) http.Handler {
+func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.TokenAuthenticator, isDefault bool) http.Handler {
 	h := p
+	// Access grants in force add their groups; they are granted on the default cluster only.
+	if g.access != nil && isDefault {
+		h = withGrants(h, g.access.grants)
+	}
 	// Ordinary requests are bounded in time; watches and upgrades are not. Inside
 	// authentication so a slow token check does not eat the upstream's time.
 	h = withTimeout(h, g.cfg.Timeouts.Request.D())
@@ -326,6 +339,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go cl.ProbeEvery(probes, 5*time.Second)
 	}
 	go g.exportReadiness(probes)
+	g.runAccess(probes)
 	// The shipper outlives the drain, so records of the last requests go out too; whatever
 	// it has not shipped at exit stays in the spool for the next start.
 	shipping, stopShipping := context.WithCancel(context.Background())

@@ -80,11 +80,14 @@ func startGateway(t testing.TB, mutate func(*config.Config), opts ...Option) *te
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
 	tg := &testGateway{Gateway: g, URL: "https://" + g.Addr(), OpsURL: "http://" + g.OpsAddr(), logs: logs}
+	var once sync.Once
 	tg.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway Run: %v", err)
-		}
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("gateway Run: %v", err)
+			}
+		})
 	}
 	t.Cleanup(func() {
 		tg.stop()

@@ -41,6 +41,10 @@ type LeaderConfig struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// OnNewLeader, if set, is called with the identity of each leader observed.
 	OnNewLeader func(identity string)
+	// AlsoRun, if set, runs beside the sync loop while this replica leads (the access grant
+	// controller), under the same Lease; its context ends when leadership does, and the Lease
+	// is released only after it returned.
+	AlsoRun func(ctx context.Context) error
 }
 
 // DefaultIdentity returns an identity for LeaderConfig: the host name (a pod's name in
@@ -130,9 +134,19 @@ func (c *Controller) leadOnce(ctx context.Context, lock resourcelock.Interface, 
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 		c.log.Info("rbac sync leading", "lease", lc.Namespace+"/"+lc.Name, "identity", lc.Identity)
+		var also sync.WaitGroup
+		if lc.AlsoRun != nil {
+			also.Go(func() {
+				if err := lc.AlsoRun(runCtx); err != nil && runCtx.Err() == nil {
+					c.log.Error("controller run beside rbac sync stopped", "error", err)
+				}
+			})
+		}
 		if err := c.Run(runCtx); err != nil {
 			c.log.Error("rbac sync cannot run while leading", "error", err)
 		}
+		cancel()
+		also.Wait()
 	}
 	le, err := leaderelection.NewLeaderElector(c.electorConfig(lock, lc, lead))
 	if err != nil { // validated in RunLeaderElected

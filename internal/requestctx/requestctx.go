@@ -23,6 +23,8 @@ type State struct {
 	// --as), set before the check so refused attempts are on record too.
 	ImpersonatedUser   string
 	ImpersonatedGroups []string
+	// GrantIDs are the access grants (approved requests) in force that added groups.
+	GrantIDs []string
 }
 
 type stateKey struct{}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,8 +27,10 @@ type Cluster struct {
 	Transport http.RoundTripper
 	// UpgradeTransport speaks only HTTP/1.1, for exec, attach and port-forward upgrades.
 	UpgradeTransport http.RoundTripper
-	// Client calls the API as the gateway itself (SubjectAccessReviews).
+	// Client calls the API as the gateway itself (SubjectAccessReviews, RBAC sync).
 	Client kubernetes.Interface
+	// Dynamic calls the API as the gateway itself for custom resources (AccessRequests).
+	Dynamic dynamic.Interface
 
 	ready    atomic.Bool
 	lastErr  atomic.Pointer[string]
@@ -65,7 +68,11 @@ func Connect(cl config.Cluster, dialTimeout time.Duration, userAgent string) (*C
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: client: %w", cl.Name, err)
 	}
-	c := &Cluster{Name: cl.Name, URL: u, Transport: h2, UpgradeTransport: h1, Client: client,
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %q: dynamic client: %w", cl.Name, err)
+	}
+	c := &Cluster{Name: cl.Name, URL: u, Transport: h2, UpgradeTransport: h1, Client: client, Dynamic: dyn,
 		readyURL: u.JoinPath("readyz").String()}
 	c.setErr("not probed yet")
 	return c, nil

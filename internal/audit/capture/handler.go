@@ -290,6 +290,7 @@ func (x *exchange) fillOutcomeOf(e *event.Event, rule event.Rule, withResponse b
 	e.SetIdentity(x.identity())
 	if x.st != nil {
 		e.ImpersonatedUser, e.ImpersonatedGroups = x.st.ImpersonatedUser, x.st.ImpersonatedGroups
+		e.GrantIDs = x.st.GrantIDs
 	}
 	e.SetResponse(x.code)
 	e.Level = rule.Level

@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/kaccess/kaccess/internal/access"
+	"github.com/kaccess/kaccess/internal/audit/event"
+	"github.com/kaccess/kaccess/internal/authn"
+	"github.com/kaccess/kaccess/internal/rbacsync"
+	"github.com/kaccess/kaccess/internal/rbacsync/policy"
+	"github.com/kaccess/kaccess/internal/requestctx"
+)
+
+// governance is least privilege as code on the default cluster: RBAC sync from the access
+// policy, access requests, and the grants in force.
+type governance struct {
+	service    *access.Service
+	grants     *access.Grants
+	rbac       *rbacsync.Controller
+	controller *access.Controller
+	namespace  string
+}
+
+// setupAccess loads the access policy and builds what enforces it. Without a policy file
+// there is nothing to do.
+func (g *Gateway) setupAccess() error {
+	ac := g.cfg.Access
+	if ac.PolicyFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(ac.PolicyFile)
+	if err != nil {
+		return fmt.Errorf("access.policyFile: %w", err)
+	}
+	pol, err := policy.Load(data)
+	if err != nil {
+		return fmt.Errorf("access.policyFile %s: %w", ac.PolicyFile, err)
+	}
+	cl := g.defaultCluster()
+	rec := g.audit.capture
+	svc, err := access.NewService(access.ServiceConfig{
+		Client: cl.Dynamic, Namespace: ac.Namespace, Policy: pol, Recorder: rec,
+		PendingTTL: ac.PendingTTL.D(), Logger: g.log,
+	})
+	if err != nil {
+		return err
+	}
+	grants, err := access.NewGrants(access.GrantsConfig{Client: cl.Dynamic, Namespace: ac.Namespace, Logger: g.log})
+	if err != nil {
+		return err
+	}
+	ctrl, err := access.NewController(access.ControllerConfig{
+		Kube: cl.Client, Client: cl.Dynamic, Namespace: ac.Namespace, Recorder: rec,
+		PendingTTL: ac.PendingTTL.D(), Logger: g.log,
+	})
+	if err != nil {
+		return err
+	}
+	rbac, err := rbacsync.New(rbacsync.Config{
+		Client: cl.Client, Policy: pol, Logger: g.log,
+		OnChange: func(c policy.Change) {
+			e := &event.Event{Kind: event.KindRBACChange, Cluster: cl.Name, Verb: string(c.Action),
+				APIGroup: "rbac.authorization.k8s.io", Resource: c.Kind, Namespace: c.Namespace, Name: c.Name,
+				Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync"}}
+			if err := rec.Record(e); err != nil {
+				g.log.Error("RBAC change not recorded in the audit log", "kind", c.Kind, "name", c.Name, "error", err.Error())
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	g.access = &governance{service: svc, grants: grants, rbac: rbac, controller: ctrl, namespace: ac.Namespace}
+	return nil
+}
+
+// runAccess starts the grants cache on this replica and competes for the Lease under which
+// one replica syncs RBAC and ends grants on time.
+func (g *Gateway) runAccess(ctx context.Context) {
+	if g.access == nil {
+		return
+	}
+	go g.access.grants.Run(ctx)
+	go func() {
+		err := g.access.rbac.RunLeaderElected(ctx, rbacsync.LeaderConfig{
+			Namespace: g.access.namespace, Identity: rbacsync.DefaultIdentity(),
+			AlsoRun: g.access.controller.Run,
+		})
+		if err != nil {
+			g.log.Error("RBAC sync and grant expiry are not running", "error", err.Error())
+		}
+	}()
+}
+
+// withGrants adds the groups of the user's access grants in force to the identity the proxy
+// impersonates. The gateway checks expiry itself on every request, so access ends on time
+// even if the controller that removes grant bindings is down.
+func withGrants(next http.Handler, grants *access.Grants) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := authn.IdentityFrom(r.Context())
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		active := grants.ActiveGrants(id.User, time.Now())
+		if len(active) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		elevated := *id
+		elevated.Groups = slices.Clone(id.Groups)
+		ids := make([]string, 0, len(active))
+		for _, gr := range active {
+			if !slices.Contains(elevated.Groups, gr.Group) {
+				elevated.Groups = append(elevated.Groups, gr.Group)
+			}
+			ids = append(ids, gr.Request)
+		}
+		if st := requestctx.From(r.Context()); st != nil {
+			st.GrantIDs = ids
+		}
+		next.ServeHTTP(w, r.WithContext(authn.WithIdentity(r.Context(), &elevated)))
+	})
+}
