@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/kaccess/kaccess/internal/audit/spool"
 )
 
@@ -19,6 +21,7 @@ func (d *discard) WriteHeader(int)             {}
 // parsing and authentication stand-in on both sides), so the difference is what capture adds
 // to the proxy path: building the event, encoding it and the write(2) into the spool.
 func BenchmarkRequest(b *testing.B) {
+	uuid.EnableRandPool() // as cmd/gateway does
 	body := []byte(`{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web"}}`)
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -33,6 +33,7 @@ const (
 	KindGrant         Kind = "grant"
 	KindGrantRevoked  Kind = "grant_revoked"
 	KindRBACChange    Kind = "rbac_change"
+	KindAuditQuery    Kind = "audit_query" // a search, tail, export, aggregate or detection run of the audit record
 )
 
 // Stage says which part of a request an event records.

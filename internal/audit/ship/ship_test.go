@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -13,9 +14,13 @@ import (
 
 	"github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/audit/spool"
+	"github.com/kaccess/kaccess/internal/testenv"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// TestMain starts Debian's ClickHouse server for the pipeline benchmark.
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m, testenv.WithClickHouse())) }
 
 // memStore is an in-memory store for the shipper's logic; the real stores run the conformance
 // suite (internal/audit/storetest) and the gateway's end-to-end tests.
