@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -189,3 +192,33 @@ func TestAuditRecordsEveryRequestInTheEmbeddedStore(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The embedded store's engine is checked at start: a missing libchdb.so is a configuration
+// error that says what to do, not a store that never comes up. A gateway configured for a
+// ClickHouse server does not need the library at all.
+func TestMissingEmbeddedEngineIsAClearStartError(t *testing.T) {
+	c := testenv.Shared(t)
+	cfg := &config.Config{
+		Listen:   config.Listen{Address: "127.0.0.1:0"},
+		StateDir: t.TempDir(),
+		Clusters: []config.Cluster{{Name: "test", Server: c.URL, CAFile: c.CAFile, TokenFile: c.GatewayTokenFile}},
+	}
+	cfg.Audit.Embedded.Library = filepath.Join(t.TempDir(), "libchdb.so")
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "libchdb.so") || !strings.Contains(err.Error(), "make chdb") ||
+		!strings.Contains(err.Error(), "ClickHouse server") {
+		t.Fatalf("New with no engine: %v", err)
+	}
+	cfg.Audit.ClickHouse = &config.AuditClickHouse{Addresses: []string{"127.0.0.1:1"}, Database: "kaccess"}
+	g, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("New with a ClickHouse server and no engine: %v", err)
+	}
+	g.api.Close()
+	g.stopBackground()
+	g.closeAudit()
+}
