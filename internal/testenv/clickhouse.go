@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -257,7 +258,44 @@ func (c *ClickHouse) Close() error {
 
 // Pause freezes the server (SIGSTOP): connections stay open but nothing answers, as in a
 // network partition or a server stuck on its disk. Resume undoes it.
-func (c *ClickHouse) Pause() error { return c.signal(syscall.SIGSTOP) }
+func (c *ClickHouse) Pause() error {
+	if err := c.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// kill(2) returns before every thread has stopped; on a busy machine a query could still
+	// be answered. Wait until each thread of the server reports the stopped state.
+	c.mu.Lock()
+	pid := c.server.cmd.Process.Pid
+	c.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for !allThreadsStopped(pid) {
+		if time.Now().After(deadline) {
+			return errors.New("clickhouse-server did not stop within 5s of SIGSTOP")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// allThreadsStopped reads the state of every thread of pid from /proc ("T": stopped).
+func allThreadsStopped(pid int) bool {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		return false
+	}
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false
+		}
+		// The state follows the command name in parentheses, which may itself hold spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume lets a paused server run again (SIGCONT).
 func (c *ClickHouse) Resume() error { return c.signal(syscall.SIGCONT) }
