@@ -129,6 +129,8 @@ func (g *Gateway) registerAuditMetrics() {
 			func() float64 { return float64(sp.Free()) }),
 		gauge("kaccess_audit_spool_pending_records", "Records in the spool the store has not confirmed yet.",
 			func() float64 { return float64(sp.Stats().RecordsPending) }),
+		gauge("kaccess_audit_spool_torn_tail_bytes", "Bytes of a torn last record cut off when the spool was opened (a crash while writing it).",
+			func() float64 { return float64(sp.Stats().TornBytesDropped) }),
 		gauge("kaccess_audit_store_connected", "1 once the audit store was reached.",
 			func() float64 {
 				if sh.Stats().Connected {
