@@ -97,7 +97,7 @@ func (g *Gateway) closeAudit() {
 
 // auditFull reports whether the spool is too full to take requests (for /readyz).
 func (g *Gateway) auditFull() bool {
-	return g.cfg.Audit.OnFull == string(capture.OnFullDeny) && g.audit.spool.Free() < 1<<20
+	return g.cfg.Audit.OnFull == string(capture.OnFullDeny) && g.audit.capture.Full()
 }
 
 func (g *Gateway) registerAuditMetrics() {

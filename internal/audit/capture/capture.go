@@ -163,8 +163,9 @@ func (c *Capture) append(e *event.Event) error {
 	return fmt.Errorf("%w: %w", ErrNotRecorded, err)
 }
 
-// full reports whether new requests must be held back: the spool has less than Reserve free.
-func (c *Capture) full() bool { return c.cfg.Log.Free() < c.cfg.Reserve }
+// Full reports whether new requests are held back: the spool has less than Reserve free. Under
+// OnFullDeny they get 503 (and /readyz says so); under OnFullDrop they go unrecorded.
+func (c *Capture) Full() bool { return c.cfg.Log.Free() < c.cfg.Reserve }
 
 // warnFull logs problems with the spool at most once a second: under load every request would
 // otherwise log the same line.

@@ -30,7 +30,7 @@ var errNotRecorded = errors.New("audit record could not be written; response wit
 // credentials are recorded too; authentication stores the identity in the State.
 func (c *Capture) Handler(cluster string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c.full() {
+		if c.Full() {
 			if c.cfg.OnFull == OnFullDeny {
 				c.refused.Add(1)
 				c.warnFull(nil)
