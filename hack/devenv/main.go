@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -74,6 +73,10 @@ func run() error {
 	}
 
 	fmt.Println(">> starting the gateway")
+	policyPath := filepath.Join(root, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte(demoPolicy), 0o600); err != nil {
+		return err
+	}
 	cfgPath := filepath.Join(root, "gateway.yaml")
 	cfg := fmt.Sprintf(`# Written by make run. See README.md for every field.
 listen:
@@ -93,10 +96,12 @@ directories:
     bindDN: %q
     bindPasswordFile: %q
     userBaseDN: %q
+access:
+  policyFile: %q
 log:
   level: info
 `, gatewayAddr, opsAddr, filepath.Join(root, "gateway"), cluster.URL, cluster.CAFile, cluster.GatewayTokenFile,
-		ad.URL, ad.CAFile, ad.ServiceDN, bindPasswordFile, ad.BaseDN)
+		ad.URL, ad.CAFile, ad.ServiceDN, bindPasswordFile, ad.BaseDN, policyPath)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -143,8 +148,9 @@ kaccess is running.
   Active Directory %s   (realm CORP.EXAMPLE.COM, login source "corp")
 
 Demo users in AD:
-  alice / %s   in team-a, which is in developers, which is in engineering;
-                         the Role in namespace %q is bound to the outermost group, corp:engineering
+  alice / %s   in team-a, which is in developers, which is in engineering; the access
+                         policy (%s) binds corp:engineering to a role in namespace %q
+  carol (same password)  in team-leads: approves elevations
   bob                    no groups, no RBAC (a token for him is in %s)
 
 Try:
@@ -154,10 +160,22 @@ Try:
   KUBECONFIG=%s kubectl auth whoami              # alice with all three nested groups
   kubectl --kubeconfig %s -n demo get configmaps   # refused: bob has no role
 
+Ask for more, and let carol approve it:
+  bin/kaccess request create read-secrets --for 15m --reason "look at a secret"   # prints its name
+  KACCESS_HOME=%s bin/kaccess login --server %s --ca-file %s --username carol
+  KACCESS_HOME=%s bin/kaccess request approve NAME
+  KUBECONFIG=%s kubectl get secrets            # allowed until the grant expires
+  bin/kaccess grants                                                   # time left
+  bin/kaccess policy plan -f %s --kubeconfig %s   # the cluster matches the policy
+
+Every request is recorded in the embedded audit store under %s (metrics: kaccess_audit_*).
+
 Stop with Ctrl-C.
 `, server, opsAddr, rel("gateway.log"), cluster.URL, rel("admin.kubeconfig"), ad.URL,
-		demoPassword, demoNS, rel("bob.kubeconfig"),
-		server, rel("ca.crt"), server, rel("kubeconfig"), rel("kubeconfig"), rel("kubeconfig"), rel("bob.kubeconfig"))
+		demoPassword, rel("policy.yaml"), demoNS, rel("bob.kubeconfig"),
+		server, rel("ca.crt"), server, rel("kubeconfig"), rel("kubeconfig"), rel("kubeconfig"), rel("bob.kubeconfig"),
+		rel("carol"), server, rel("ca.crt"), rel("carol"), rel("kubeconfig"), rel("policy.yaml"), rel("admin.kubeconfig"),
+		rel("gateway/audit"))
 
 	done := make(chan error, 1)
 	go func() { done <- gw.Wait() }()
@@ -178,6 +196,9 @@ func demoDirectory(ctx context.Context, ad *testenv.AD) error {
 	steps := []func() error{
 		func() error { return ad.CreateUser(ctx, "alice", demoPassword) },
 		func() error { return ad.CreateUser(ctx, "bob", demoPassword) },
+		func() error { return ad.CreateUser(ctx, "carol", demoPassword) },
+		func() error { return ad.CreateGroup(ctx, "team-leads") },
+		func() error { return ad.AddMembers(ctx, "team-leads", "carol") },
 		func() error { return ad.CreateGroup(ctx, "team-a") },
 		func() error { return ad.CreateGroup(ctx, "developers") },
 		func() error { return ad.CreateGroup(ctx, "engineering") },
@@ -194,15 +215,35 @@ func demoDirectory(ctx context.Context, ad *testenv.AD) error {
 }
 
 func demoRBAC(ctx context.Context, c *testenv.Cluster) error {
-	if err := c.EnsureNamespace(ctx, demoNS); err != nil {
-		return err
-	}
-	rules := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
-		{APIGroups: []string{""}, Resources: []string{"pods", "pods/log"}, Verbs: []string{"get", "list", "watch"}},
-	}
-	return c.GrantRole(ctx, demoNS, "demo-engineering", rules, testenv.Group("corp:engineering"))
+	return c.EnsureNamespace(ctx, demoNS)
 }
+
+// demoPolicy is the access policy make run starts with: the gateway's RBAC sync binds
+// corp:engineering to a curated role in the demo namespace, and engineers may ask team leads
+// for an hour of reading secrets there.
+const demoPolicy = `apiVersion: kaccess.io/v1alpha1
+kind: AccessPolicy
+roles:
+- name: demo-editor
+  rules:
+  - {apiGroups: [""], resources: ["configmaps"], verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]}
+  - {apiGroups: [""], resources: ["pods", "pods/log"], verbs: ["get", "list", "watch"]}
+- name: secret-reader
+  rules:
+  - {apiGroups: [""], resources: ["secrets"], verbs: ["get", "list"]}
+bindings:
+- name: engineering
+  groups: ["corp:engineering"]
+  role: demo-editor
+  namespaces: ["demo"]
+elevations:
+- name: read-secrets
+  role: secret-reader
+  namespaces: ["demo"]
+  requesters: ["corp:engineering"]
+  approvers: ["corp:team-leads"]
+  maxDuration: 1h
+`
 
 // mint asks the gateway binary for a token, as an operator would.
 func mint(cfgPath, user string, groups []string) (string, error) {

@@ -428,8 +428,10 @@ func openSession(getStore func() (Store, error), server string) (*Session, *apiC
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := requireServer(server); err != nil {
-		return nil, nil, err
+	if server == "" {
+		if server, err = store.OnlyServer(); err != nil {
+			return nil, nil, err
+		}
 	}
 	sess, err := store.Load(server)
 	if errors.Is(err, ErrNoSession) {

@@ -142,3 +142,31 @@ func (s Store) Lock(server string) (func(), error) {
 		f.Close()
 	}, nil
 }
+
+// OnlyServer returns the gateway of the single kept session, so commands need no --server
+// when someone uses one gateway. With none or several it says what to pass.
+func (s Store) OnlyServer() (string, error) {
+	files, err := filepath.Glob(filepath.Join(s.Dir, "*.json"))
+	if err != nil {
+		return "", err
+	}
+	var servers []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var sess Session
+		if json.Unmarshal(data, &sess) == nil && sess.Server != "" {
+			servers = append(servers, sess.Server)
+		}
+	}
+	switch len(servers) {
+	case 1:
+		return servers[0], nil
+	case 0:
+		return "", errors.New("not logged in to any gateway: run `kaccess login --server https://...` first")
+	default:
+		return "", fmt.Errorf("logged in to %d gateways (%v): pass --server or set KACCESS_SERVER", len(servers), servers)
+	}
+}
