@@ -85,6 +85,13 @@ type Config struct {
 	// Access serves AccessService (access requests and grants; an *access.Service, which audits
 	// its own changes); nil leaves the service out.
 	Access AccessRequests
+	// AuditQuery serves AuditService (search, tail, export and counts over the audit store; a
+	// *query.Engine); nil leaves the service out.
+	AuditQuery AuditSearcher
+	// Detections are what AuditService's RunDetections runs; nil offers none.
+	Detections Detector
+	// AuditorGroups may query everyone's audit events; other callers see only their own.
+	AuditorGroups []string
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -170,11 +177,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Access != nil {
 		kaccessv1.RegisterAccessServiceServer(s.grpc, &accessService{requests: cfg.Access, log: cfg.Logger})
 	}
+	if cfg.AuditQuery != nil {
+		kaccessv1.RegisterAuditServiceServer(s.grpc, &auditService{
+			events: cfg.AuditQuery, detector: cfg.Detections, auditors: slices.Clone(cfg.AuditorGroups), audit: rec, log: cfg.Logger,
+		})
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus(kaccessv1.AuthService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if cfg.Access != nil {
 		s.health.SetServingStatus(kaccessv1.AccessService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
+	if cfg.AuditQuery != nil {
+		s.health.SetServingStatus(kaccessv1.AuditService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
 	reflection.Register(s.grpc)
 
@@ -200,6 +215,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Access != nil {
 		if err := kaccessv1.RegisterAccessServiceHandler(context.Background(), gw, conn); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("apiserver: REST routes: %w", err)
+		}
+	}
+	if cfg.AuditQuery != nil {
+		if err := kaccessv1.RegisterAuditServiceHandler(context.Background(), gw, conn); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("apiserver: REST routes: %w", err)
 		}
