@@ -68,6 +68,9 @@ bench: tools chdb ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench . -benchmem ./internal/audit/spool/ ./internal/audit/capture/
 	@$(GO) test -run '^$$' -bench . -benchtime 30x ./internal/audit/chdb/
 	@$(GO) test -run '^$$' -bench Insert -benchtime 10x ./internal/audit/clickhouse/
+	@$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/audit/ship/
+	@$(GO) test -run '^$$' -bench Queries -benchtime 3x ./internal/audit/query/
+	@$(GO) test -run '^$$' -bench Detections -benchtime 3x ./internal/audit/detect/
 	@$(GO) test -run '^$$' -bench 'BenchmarkVerify' -benchmem ./internal/authn/oidc/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)

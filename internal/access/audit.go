@@ -3,6 +3,7 @@ package access
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kaccess/kaccess/internal/audit/event"
@@ -35,6 +36,13 @@ func events(r *AccessRequest, t Transition, actor Identity, comment string, now 
 		"requester": r.Spec.Requester.User,
 		"role":      r.Spec.RoleRef.String(),
 		"duration":  r.Spec.Duration,
+	}
+	// The grant's id and scope, as detections read them (internal/audit/detect: grant events).
+	extra["grant_id"] = r.Name
+	if r.Spec.ClusterWide {
+		extra["cluster_wide"] = "true"
+	} else {
+		extra["namespaces"] = strings.Join(r.Spec.Namespaces, ",")
 	}
 	if r.Spec.Reason != "" {
 		extra["reason"] = r.Spec.Reason

@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 	"internal/cli":               {"internal/rbacsync", "internal/rbacsync/policy"},
 	"internal/config":            {"internal/authn/ldap", "internal/authn/oidc", "internal/duration"},
 	"internal/duration":          nil,
-	"internal/gateway":           {"internal/access", "internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/event", "internal/audit/ship", "internal/audit/spool", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/rbacsync", "internal/rbacsync/policy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
+	"internal/gateway":           {"internal/access", "internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/detect", "internal/audit/event", "internal/audit/query", "internal/audit/schema", "internal/audit/ship", "internal/audit/spool", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/rbacsync", "internal/rbacsync/policy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
 	"internal/kubestatus":        nil,
 	"internal/proxy":             {"internal/authn", "internal/kubestatus", "internal/requestctx"},
 	"internal/requestctx":        {"internal/authn"},

@@ -31,6 +31,9 @@ type Audit struct {
 	ClickHouse *AuditClickHouse `json:"clickhouse"`
 	// Embedded configures the embedded store, used when ClickHouse is not set.
 	Embedded AuditEmbedded `json:"embedded"`
+	// AuditorGroups may search, tail, export and run detections over everyone's events
+	// (AuditService, kaccess audit). Everyone else sees only their own events.
+	AuditorGroups []string `json:"auditorGroups"`
 }
 
 // AuditSpool is the on-disk spool.

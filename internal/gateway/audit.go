@@ -22,11 +22,13 @@ func WithAuditStore(open StoreOpener) Option {
 	return func(o *options) { o.auditStore = open }
 }
 
-// audit is the pipeline every request's record takes: capture -> spool -> shipper -> store.
+// audit is the pipeline every request's record takes: capture -> spool -> shipper -> store,
+// and the store's handle for searches.
 type audit struct {
 	spool   *spool.Spool
 	capture *capture.Capture
 	shipper *ship.Shipper
+	store   *sharedStore
 }
 
 // setupAudit opens the spool (recovering a torn tail from a crash) and prepares capture and
@@ -66,15 +68,16 @@ func (g *Gateway) setupAudit(open StoreOpener, trusted []netip.Prefix) error {
 		sp.Close()
 		return err
 	}
+	store := newSharedStore(open)
 	sh, err := ship.New(ship.Config{
-		Source: sp.Reader(), Open: open, Instance: sp.ID(), MaxBatch: ac.Batch.MaxEvents,
+		Source: sp.Reader(), Open: store.Open, Instance: sp.ID(), MaxBatch: ac.Batch.MaxEvents,
 		FlushInterval: ac.Batch.FlushInterval.D(), Logger: g.log,
 	})
 	if err != nil {
 		sp.Close()
 		return err
 	}
-	g.audit = &audit{spool: sp, capture: cp, shipper: sh}
+	g.audit = &audit{spool: sp, capture: cp, shipper: sh, store: store}
 	g.registerAuditMetrics()
 	return nil
 }

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -119,8 +121,46 @@ func TestAuditRecordsEveryRequestInTheEmbeddedStore(t *testing.T) {
 	open, store := embeddedStore(t)
 	g := startGateway(t, func(c *config.Config) {
 		c.Audit.Batch.FlushInterval = config.Duration(50 * time.Millisecond)
+		c.Audit.AuditorGroups = []string{"audit:security"}
 	}, WithAuditStore(open))
 	token := g.mint(t, "alice", "audit:devs")
+	auditor := g.mint(t, "sam", "audit:security")
+
+	// A security engineer tails alice's requests (REST: one JSON object per line).
+	tailed, tailing := make(chan string, 100), make(chan struct{})
+	tailCtx, stopTail := context.WithCancel(context.Background())
+	defer stopTail()
+	go func() {
+		req, _ := http.NewRequestWithContext(tailCtx, "GET", g.URL+"/v1/auditevents:tail?filter="+url.QueryEscape(`user = "alice"`), nil)
+		req.Header.Set("Authorization", "Bearer "+auditor)
+		client := g.httpClient()
+		client.Timeout = 0
+		resp, err := client.Do(req)
+		if err != nil {
+			return
+		}
+		close(tailing)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			tailed <- sc.Text()
+		}
+	}()
+	// Response headers of a stream come with its first event: make requests until one shows,
+	// so the tail is known to be running before the requests the test looks for.
+	for warm := time.Now(); ; {
+		requestID(t, g, "GET", "/api/v1/namespaces/audit-e2e/configmaps?warmup=1", token)
+		select {
+		case <-tailing:
+		case <-time.After(500 * time.Millisecond):
+			if time.Since(warm) > 30*time.Second {
+				t.Fatal("the tail showed nothing within 30 s")
+			}
+			continue
+		}
+		break
+	}
 
 	listID, code := requestID(t, g, "GET", "/api/v1/namespaces/audit-e2e/configmaps", token)
 	if code != 200 {
@@ -163,6 +203,25 @@ func TestAuditRecordsEveryRequestInTheEmbeddedStore(t *testing.T) {
 	}
 
 	got := eventsByRequest(t, store, listID, secretID, badID, asID, createID)
+	// The tail saw the list request made through the gateway.
+	deadline := time.After(20 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case line := <-tailed:
+			seen = strings.Contains(line, listID)
+		case <-deadline:
+			t.Fatal("the tail did not show the list request within 20 s")
+		}
+	}
+	// Search: the auditor finds the request by id; alice, no auditor, cannot see sam's query.
+	code, out := api(t, g, "GET", "/v1/auditevents?filter="+url.QueryEscape(`request_id = "`+listID+`"`), auditor, nil)
+	if evs, _ := out["events"].([]any); code != 200 || len(evs) != 1 {
+		t.Fatalf("auditor search by request id: %d %v", code, out)
+	}
+	code, out = api(t, g, "GET", "/v1/auditevents?filter="+url.QueryEscape(`user = "sam"`), token, nil)
+	if evs, _ := out["events"].([]any); code != 200 || len(evs) != 0 {
+		t.Fatalf("alice searching sam's events: %d %v", code, out)
+	}
 	one := func(id string) *event.Event {
 		t.Helper()
 		if len(got[id]) != 1 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kaccess/kaccess/internal/audit/chdb"
 	"github.com/kaccess/kaccess/internal/audit/clickhouse"
+	"github.com/kaccess/kaccess/internal/audit/schema"
 	"github.com/kaccess/kaccess/internal/audit/ship"
 )
 
@@ -51,3 +52,11 @@ func (g *Gateway) configuredStore() (StoreOpener, error) {
 
 // systemTLS is TLS to a ClickHouse server whose certificate the system roots vouch for.
 func systemTLS() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }
+
+// auditDatabase is the database holding the audit tables.
+func (g *Gateway) auditDatabase() string {
+	if ch := g.cfg.Audit.ClickHouse; ch != nil && ch.Database != "" {
+		return ch.Database
+	}
+	return schema.DefaultDatabase
+}

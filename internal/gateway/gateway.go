@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kaccess/kaccess/internal/apiserver"
+	"github.com/kaccess/kaccess/internal/audit/query"
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/authn/ldap"
 	"github.com/kaccess/kaccess/internal/authn/oidc"
@@ -174,6 +175,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 	apiCfg := apiserver.Config{
 		Sessions: sessions, Authenticator: authenticator, Sources: sources, Logger: log, TLS: g.tls,
 		Audit: g.audit.capture,
+		// Searches and detections read the store the shipper writes.
+		AuditQuery:    &query.Engine{Querier: g.audit.store, Database: g.auditDatabase()},
+		Detections:    detections{q: g.audit.store},
+		AuditorGroups: cfg.Audit.AuditorGroups,
 	}
 	if g.access != nil {
 		apiCfg.Access = g.access.service
