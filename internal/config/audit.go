@@ -49,7 +49,7 @@ type AuditSpool struct {
 
 // AuditBatch bounds inserts.
 type AuditBatch struct {
-	// MaxEvents per insert (default 10000).
+	// MaxEvents per insert (default 50000; ClickHouse likes 10k-100k rows an insert).
 	MaxEvents int `json:"maxEvents"`
 	// FlushInterval is the longest a record waits in the spool for a fuller batch (default 1s).
 	FlushInterval Duration `json:"flushInterval"`
@@ -91,7 +91,7 @@ func (a *Audit) setDefaults(stateDir string) {
 	}
 	setDuration(&a.Spool.SyncInterval, 100*time.Millisecond)
 	if a.Batch.MaxEvents == 0 {
-		a.Batch.MaxEvents = 10_000
+		a.Batch.MaxEvents = 50_000
 	}
 	setDuration(&a.Batch.FlushInterval, time.Second)
 	setDuration(&a.Retention, 400*24*time.Hour)

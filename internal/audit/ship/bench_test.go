@@ -73,8 +73,8 @@ func benchPipeline(b *testing.B, open func(b *testing.B) ship.Sink) {
 				evs[j].GatewayInstance = fmt.Sprintf("direct-%d", i)
 			}
 			began := time.Now()
-			for j := 0; j < len(evs); j += 10_000 {
-				if err := sink.Write(context.Background(), fmt.Sprintf("direct-%d-%d", i, j), evs[j:j+10_000]); err != nil {
+			for j := 0; j < len(evs); j += ship.DefaultMaxBatch {
+				if err := sink.Write(context.Background(), fmt.Sprintf("direct-%d-%d", i, j), evs[j:min(j+ship.DefaultMaxBatch, len(evs))]); err != nil {
 					b.Fatal(err)
 				}
 			}
