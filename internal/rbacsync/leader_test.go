@@ -78,9 +78,13 @@ func TestOnlyTheLeaderWrites(t *testing.T) {
 		})
 	}
 	deleteAndWaitBack()
-	if n := replicas[leader].rec.count(); n < 2 {
-		t.Errorf("leader %s applied %d changes, want the create and the repair", leader, n)
-	}
+	// OnChange runs just after the write the test already sees: wait for it.
+	eventually(t, 5*time.Second, "the leader records the create and the repair", func() error {
+		if n := replicas[leader].rec.count(); n < 2 {
+			return fmt.Errorf("leader %s applied %d changes", leader, n)
+		}
+		return nil
+	})
 	if n := replicas[follower].rec.count(); n != 0 {
 		t.Fatalf("follower %s applied %d changes: %v", follower, n, actions(replicas[follower].rec.all()))
 	}
@@ -101,9 +105,12 @@ func TestOnlyTheLeaderWrites(t *testing.T) {
 	})
 	t.Logf("take-over %s after the leader stopped", time.Since(stoppedAt).Round(time.Millisecond))
 	deleteAndWaitBack()
-	if n := replicas[follower].rec.count(); n == 0 {
-		t.Errorf("new leader %s repaired nothing", follower)
-	}
+	eventually(t, 5*time.Second, "the new leader records the repair", func() error {
+		if n := replicas[follower].rec.count(); n == 0 {
+			return fmt.Errorf("new leader %s repaired nothing", follower)
+		}
+		return nil
+	})
 	if n := replicas[leader].rec.count(); n != leaderChanges {
 		t.Errorf("stopped leader %s kept writing: %d -> %d changes", leader, leaderChanges, n)
 	}
