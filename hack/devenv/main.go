@@ -98,6 +98,8 @@ directories:
     userBaseDN: %q
 access:
   policyFile: %q
+audit:
+  auditorGroups: ["corp:team-leads"]
 log:
   level: info
 `, gatewayAddr, opsAddr, filepath.Join(root, "gateway"), cluster.URL, cluster.CAFile, cluster.GatewayTokenFile,
@@ -168,14 +170,16 @@ Ask for more, and let carol approve it:
   bin/kaccess grants                                                   # time left
   bin/kaccess policy plan -f %s --kubeconfig %s   # the cluster matches the policy
 
-Every request is recorded in the embedded audit store under %s (metrics: kaccess_audit_*).
+Every request is recorded in the embedded audit store under %s; team leads are auditors:
+  KACCESS_HOME=%s bin/kaccess audit search --since 1h --filter 'user = "alice"'
+  KACCESS_HOME=%s bin/kaccess audit detect --since 24h
 
 Stop with Ctrl-C.
 `, server, opsAddr, rel("gateway.log"), cluster.URL, rel("admin.kubeconfig"), ad.URL,
 		demoPassword, rel("policy.yaml"), demoNS, rel("bob.kubeconfig"),
 		server, rel("ca.crt"), server, rel("kubeconfig"), rel("kubeconfig"), rel("kubeconfig"), rel("bob.kubeconfig"),
 		rel("carol"), server, rel("ca.crt"), rel("carol"), rel("kubeconfig"), rel("policy.yaml"), rel("admin.kubeconfig"),
-		rel("gateway/audit"))
+		rel("gateway/audit"), rel("carol"), rel("carol"))
 
 	done := make(chan error, 1)
 	go func() { done <- gw.Wait() }()
