@@ -20,6 +20,13 @@ for p in "${PACKAGES[@]}"; do
 		missing+=("$p")
 	fi
 done
+# npm fetches libchdb.so (make chdb) and googleapis' protos (make generate). Any npm will do;
+# Debian's is installed only when there is none, so a Node.js from elsewhere is left alone.
+if command -v npm >/dev/null; then
+	echo ">> deps: npm already installed"
+else
+	missing+=(npm)
+fi
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
