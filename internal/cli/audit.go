@@ -75,15 +75,9 @@ func auditCall(ctx context.Context, getStore func() (Store, error), o *auditOpti
 	if err := o.check(); err != nil {
 		return err
 	}
-	sess, client, err := openSession(getStore, o.server)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	if err := f(withToken(ctx, sess.Token), kaccessv1.NewAuditServiceClient(client.conn), client.auth); err != nil {
-		return explain(err, o.server)
-	}
-	return nil
+	return sessionCall(ctx, getStore, o.server, func(ctx context.Context, _ *Session, c *apiClient) error {
+		return f(ctx, kaccessv1.NewAuditServiceClient(c.conn), c.auth)
+	})
 }
 
 func newAuditCommand(s Streams, getStore func() (Store, error)) *cobra.Command {

@@ -373,22 +373,19 @@ func newWhoAmICommand(s Streams, getStore func() (Store, error)) *cobra.Command 
 		Short: "Show who the gateway says you are, your groups and when the session ends",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sess, client, err := openSession(getStore, server)
-			if err != nil {
-				return err
-			}
-			defer client.Close()
-			ctx, cancel := context.WithTimeout(withToken(cmd.Context(), sess.Token), callTimeout)
-			defer cancel()
-			resp, err := client.auth.WhoAmI(ctx, &kaccessv1.WhoAmIRequest{})
-			if err != nil {
-				return explain(err, server)
-			}
-			id := resp.GetIdentity()
-			fmt.Fprintf(s.Out, "User:    %s\nUID:     %s\nSource:  %s\nGroups:  %s\nExpires: %s\n",
-				id.GetUser(), id.GetUid(), id.GetSource(), strings.Join(id.GetGroups(), ", "),
-				resp.GetExpireTime().AsTime().Local().Format(time.RFC1123))
-			return nil
+			return sessionCall(cmd.Context(), getStore, server, func(ctx context.Context, _ *Session, c *apiClient) error {
+				ctx, cancel := context.WithTimeout(ctx, callTimeout)
+				defer cancel()
+				resp, err := c.auth.WhoAmI(ctx, &kaccessv1.WhoAmIRequest{})
+				if err != nil {
+					return err
+				}
+				id := resp.GetIdentity()
+				fmt.Fprintf(s.Out, "User:    %s\nUID:     %s\nSource:  %s\nGroups:  %s\nExpires: %s\n",
+					id.GetUser(), id.GetUid(), id.GetSource(), strings.Join(id.GetGroups(), ", "),
+					resp.GetExpireTime().AsTime().Local().Format(time.RFC1123))
+				return nil
+			})
 		},
 	}
 	serverFlag(cmd, &server)
@@ -402,22 +399,19 @@ func newLogoutCommand(s Streams, getStore func() (Store, error)) *cobra.Command 
 		Short: "End the session at the gateway (its token stops working at once) and forget it here",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sess, client, err := openSession(getStore, server)
-			if err != nil {
-				return err
-			}
-			defer client.Close()
-			ctx, cancel := context.WithTimeout(withToken(cmd.Context(), sess.Token), callTimeout)
-			defer cancel()
-			if _, err := client.auth.Logout(ctx, &kaccessv1.LogoutRequest{}); err != nil {
-				return explain(err, server)
-			}
-			store, _ := getStore()
-			if err := store.Delete(server); err != nil {
-				return err
-			}
-			fmt.Fprintf(s.Out, "Logged out of %s.\n", server)
-			return nil
+			return sessionCall(cmd.Context(), getStore, server, func(ctx context.Context, sess *Session, c *apiClient) error {
+				ctx, cancel := context.WithTimeout(ctx, callTimeout)
+				defer cancel()
+				if _, err := c.auth.Logout(ctx, &kaccessv1.LogoutRequest{}); err != nil {
+					return err
+				}
+				store, _ := getStore()
+				if err := store.Delete(sess.Server); err != nil {
+					return err
+				}
+				fmt.Fprintf(s.Out, "Logged out of %s.\n", sess.Server)
+				return nil
+			})
 		},
 	}
 	serverFlag(cmd, &server)
@@ -446,4 +440,20 @@ func openSession(getStore func() (Store, error), server string) (*Session, *apiC
 		return nil, nil, err
 	}
 	return sess, client, nil
+}
+
+// sessionCall opens the kept session of server (the one gateway logged in to, when empty) and
+// runs f with a connection to the gateway and a context carrying the session token. A gRPC
+// error from f is explained in terms of the session's gateway.
+func sessionCall(ctx context.Context, getStore func() (Store, error), server string,
+	f func(ctx context.Context, sess *Session, c *apiClient) error) error {
+	sess, client, err := openSession(getStore, server)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := f(withToken(ctx, sess.Token), sess, client); err != nil {
+		return explain(err, sess.Server)
+	}
+	return nil
 }

@@ -41,16 +41,9 @@ func accessCall(ctx context.Context, getStore func() (Store, error), o *accessOp
 	if err := o.check(); err != nil {
 		return err
 	}
-	sess, client, err := openSession(getStore, o.server)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	err = f(withToken(ctx, sess.Token), kaccessv1.NewAccessServiceClient(client.conn))
-	if err != nil {
-		return explain(err, o.server)
-	}
-	return nil
+	return sessionCall(ctx, getStore, o.server, func(ctx context.Context, _ *Session, c *apiClient) error {
+		return f(ctx, kaccessv1.NewAccessServiceClient(c.conn))
+	})
 }
 
 func newRequestCommand(s Streams, getStore func() (Store, error)) *cobra.Command {

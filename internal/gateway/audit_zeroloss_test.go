@@ -6,10 +6,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,13 +37,16 @@ func newZeroLossRig(t *testing.T, db string) *zeroLossRig {
 	ch := testenv.SharedClickHouse(t)
 	dir := t.TempDir()
 	r := &zeroLossRig{t: t, dir: dir, bin: testenv.BuildBinary(t, "cmd/gateway", dir)}
-	r.clickhouseClient(ch, "CREATE DATABASE IF NOT EXISTS "+db)
-	r.clickhouseClient(ch, fmt.Sprintf(testenv.LegacyAuditTableDDL, db+".audit_events"))
+	for _, q := range []string{"CREATE DATABASE IF NOT EXISTS " + db, fmt.Sprintf(testenv.LegacyAuditTableDDL, db+".audit_events")} {
+		if _, err := ch.Query(q); err != nil {
+			t.Fatal(err)
+		}
+	}
 	pwFile := filepath.Join(dir, "clickhouse-password")
 	if err := os.WriteFile(pwFile, []byte(ch.Password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports := freeTCPPorts(t, 2)
+	ports := testenv.FreePorts(t, 2)
 	r.url, r.opsURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	state := filepath.Join(dir, "state")
 	cfg := fmt.Sprintf(`listen: {address: "127.0.0.1:%d", opsAddress: "127.0.0.1:%d"}
@@ -77,14 +78,6 @@ audit:
 		t.Fatal(err)
 	}
 	return r
-}
-
-func (r *zeroLossRig) clickhouseClient(ch *testenv.ClickHouse, query string) {
-	r.t.Helper()
-	args := append(ch.ClientArgs(), "--user", ch.User, "--password", ch.Password, "--query", query)
-	if out, err := exec.Command("clickhouse-client", args...).CombinedOutput(); err != nil {
-		r.t.Fatalf("clickhouse-client %q: %v\n%s", query, err, out)
-	}
 }
 
 // start runs the gateway binary and waits until it is ready.
@@ -147,20 +140,6 @@ func (r *zeroLossRig) load(n int, path string, stop <-chan struct{}, during func
 	return ids, failed.Load()
 }
 
-func freeTCPPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for len(ports) < n {
-		l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
 // Every request that got a response is in the store exactly once, through a ClickHouse outage
 // and a kill -9 of the gateway under load.
 func TestAuditLosesNothingThroughOutageAndCrash(t *testing.T) {
@@ -218,12 +197,11 @@ func TestAuditLosesNothingThroughOutageAndCrash(t *testing.T) {
 
 	// Wait until the store has caught up, then compare.
 	query := func(q string) []string {
-		args := append(ch.ClientArgs(), "--user", ch.User, "--password", ch.Password, "--query", q)
-		out, err := exec.Command("clickhouse-client", args...).Output()
+		out, err := ch.Query(q)
 		if err != nil {
-			t.Fatalf("%s: %v", q, err)
+			t.Fatal(err)
 		}
-		return strings.Fields(string(out))
+		return strings.Fields(out)
 	}
 	var stored map[string]int
 	deadline := time.Now().Add(60 * time.Second)

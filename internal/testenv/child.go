@@ -46,3 +46,14 @@ func (c *Child) Exited() bool { return c.p.exited() }
 
 // Output returns the end of the child's output.
 func (c *Child) Output() string { return c.p.tail.String() }
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1, for processes a test starts itself
+// and must restart on the same address.
+func FreePorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	ports, err := freePorts(n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ports
+}

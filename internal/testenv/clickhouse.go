@@ -309,6 +309,17 @@ func (c *ClickHouse) signal(sig syscall.Signal) error {
 	return c.server.cmd.Process.Signal(sig)
 }
 
+// Query runs query with clickhouse-client as the password user (TabSeparated out), for tests
+// that set up tables or read results without going through the code under test.
+func (c *ClickHouse) Query(query string) (string, error) {
+	args := append(c.ClientArgs(), "--user", c.User, "--password", c.Password, "--query", query)
+	out, err := exec.Command("clickhouse-client", args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("clickhouse-client %q: %w\n%s", query, err, out)
+	}
+	return string(out), nil
+}
+
 // ClientArgs returns the arguments that point clickhouse-client at this server.
 func (c *ClickHouse) ClientArgs() []string {
 	host, port, _ := strings.Cut(c.Addr, ":")

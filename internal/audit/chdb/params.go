@@ -3,7 +3,6 @@ package chdb
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -67,39 +66,6 @@ func (s *Store) QueryJSON(ctx context.Context, sql string, params map[string]str
 		}
 	}
 	return nil
-}
-
-// withHelper runs fn on the helper while holding the store, starting the helper if needed, so
-// that the statements fn sends run back to back on one session (query parameters are session
-// state: another caller's SET in between would change them). A helper that fails other than
-// with a query error is reaped and replaced on the next call, as in Store.query.
-func (s *Store) withHelper(ctx context.Context, fn func(h *helper) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("chdb store is closed")
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.h != nil && s.h.hasExited() {
-		s.cfg.Logger.Warn("chdb helper exited while idle; restarting it", "error", s.h.describe(errors.New("no query running")))
-		s.h = nil
-	}
-	if s.h == nil {
-		h, err := startHelper(ctx, s.cfg)
-		if err != nil {
-			return err
-		}
-		s.h = h
-	}
-	err := fn(s.h)
-	if err != nil && !isQueryError(err) {
-		s.cfg.Logger.Warn("chdb helper failed; restarting it on the next query", "error", err)
-		s.h.kill()
-		s.h = nil
-	}
-	return err
 }
 
 var (

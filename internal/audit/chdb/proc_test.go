@@ -12,11 +12,12 @@ import (
 
 	"github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/audit/storetest"
+	"github.com/kaccess/kaccess/internal/testenv"
 )
 
 func TestOpenWithoutLibrarySaysWhatToInstall(t *testing.T) {
 	t.Setenv("CHDB_LIB_PATH", "")
-	_, err := Open(context.Background(), Config{Dir: t.TempDir(), Library: filepath.Join(t.TempDir(), "libchdb.so"), Helper: testHelper})
+	_, err := Open(context.Background(), Config{Dir: t.TempDir(), Library: filepath.Join(t.TempDir(), "libchdb.so"), Helper: testHelperPath(t)})
 	if !errors.Is(err, ErrNoLibrary) {
 		t.Fatalf("err = %v, want ErrNoLibrary", err)
 	}
@@ -29,7 +30,7 @@ func TestOpenWithoutLibrarySaysWhatToInstall(t *testing.T) {
 
 func TestOpenWithoutHelper(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	_, err := Open(context.Background(), Config{Dir: t.TempDir(), Library: testLibrary})
+	_, err := Open(context.Background(), Config{Dir: t.TempDir(), Library: testLibraryPath(t)})
 	if err == nil || !strings.Contains(err.Error(), HelperName) {
 		t.Fatalf("err = %v, want one naming %s", err, HelperName)
 	}
@@ -40,7 +41,7 @@ func TestOpenRejectsFileAsDataDirectory(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(context.Background(), Config{Dir: dir, Library: testLibrary, Helper: testHelper})
+	_, err := Open(context.Background(), Config{Dir: dir, Library: testLibraryPath(t), Helper: testHelperPath(t)})
 	if err == nil || !strings.Contains(err.Error(), "data directory") {
 		t.Fatalf("err = %v, want one about the data directory", err)
 	}
@@ -52,7 +53,7 @@ func TestOpenReportsHelperThatCannotStart(t *testing.T) {
 	if err := os.WriteFile(helper, []byte("#!/bin/sh\necho 'cannot lock the data directory' >&2\nexit 3\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(context.Background(), Config{Dir: t.TempDir(), Library: testLibrary, Helper: helper})
+	_, err := Open(context.Background(), Config{Dir: t.TempDir(), Library: testLibraryPath(t), Helper: helper})
 	if err == nil || !strings.Contains(err.Error(), "cannot lock the data directory") || !strings.Contains(err.Error(), "exit status 3") {
 		t.Fatalf("err = %v, want the helper's exit status and last words", err)
 	}
@@ -184,3 +185,7 @@ func TestCloseEndsHelperCleanly(t *testing.T) {
 		t.Errorf("helper exit: %v, want a clean exit", h.err)
 	}
 }
+
+func testLibraryPath(t testing.TB) string { lib, _ := testenv.ChDB(t); return lib }
+
+func testHelperPath(t testing.TB) string { _, helper := testenv.ChDB(t); return helper }

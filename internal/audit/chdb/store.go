@@ -67,34 +67,45 @@ func (s *Store) Query(ctx context.Context, sql, format string) ([]byte, error) {
 }
 
 func (s *Store) query(ctx context.Context, sql []byte, format string) ([]byte, error) {
+	var res []byte
+	err := s.withHelper(ctx, func(h *helper) (err error) {
+		res, err = h.query(ctx, sql, format)
+		return err
+	})
+	return res, err
+}
+
+// withHelper runs fn on the helper while holding the store, starting the helper if needed, so
+// that the statements fn sends run back to back on one session (query parameters are session
+// state: another caller's SET in between would change them). A helper that fails other than
+// with a query error is reaped and replaced on the next call.
+func (s *Store) withHelper(ctx context.Context, fn func(h *helper) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errors.New("chdb store is closed")
+		return errors.New("chdb store is closed")
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	if s.h != nil && s.h.hasExited() {
-		// Died while idle: replace it before this query rather than fail the query.
 		s.cfg.Logger.Warn("chdb helper exited while idle; restarting it", "error", s.h.describe(errors.New("no query running")))
 		s.h = nil
 	}
 	if s.h == nil {
 		h, err := startHelper(ctx, s.cfg)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.h = h
 	}
-	res, err := s.h.query(ctx, sql, format)
+	err := fn(s.h)
 	if err != nil && !isQueryError(err) {
-		// The helper is dead or out of step: reap it now, start a fresh one on the next call.
 		s.cfg.Logger.Warn("chdb helper failed; restarting it on the next query", "error", err)
 		s.h.kill()
 		s.h = nil
 	}
-	return res, err
+	return err
 }
 
 // Exec runs a statement that returns no rows (schema.Execer).

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -110,9 +109,8 @@ func BenchmarkPipelineClickHouse(b *testing.B) {
 
 func openLegacyTable(b *testing.B, srv *testenv.ClickHouse, table string) *clickhouse.Store {
 	for _, q := range []string{"DROP TABLE IF EXISTS default." + table, fmt.Sprintf(testenv.LegacyAuditTableDDL, "default."+table)} {
-		args := append(srv.ClientArgs(), "--user", srv.User, "--password", srv.Password, "--query", q)
-		if out, err := exec.Command("clickhouse-client", args...).CombinedOutput(); err != nil {
-			b.Fatalf("%s: %v\n%s", q, err, out)
+		if _, err := srv.Query(q); err != nil {
+			b.Fatal(err)
 		}
 	}
 	s, err := clickhouse.Open(context.Background(), clickhouse.Config{Addresses: []string{srv.Addr},
