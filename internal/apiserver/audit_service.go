@@ -359,7 +359,7 @@ func toAuditEvent(e *event.Event) *kaccessv1.AuditEvent {
 		SourceIp: e.SourceIP, UserAgent: e.UserAgent, Verb: e.Verb, ApiGroup: e.APIGroup, ApiVersion: e.APIVersion,
 		Resource: e.Resource, Subresource: e.Subresource, Namespace: e.Namespace, Name: e.Name,
 		RequestUri: e.RequestURI, Method: e.Method, ResponseCode: int32(e.ResponseCode), Decision: string(e.Decision),
-		BytesIn: e.BytesIn, BytesOut: e.BytesOut, Level: string(e.Level), Extra: e.Extra,
+		RefusalReason: e.RefusalReason, BytesIn: e.BytesIn, BytesOut: e.BytesOut, Level: string(e.Level), Extra: e.Extra,
 	}
 	if e.Latency != 0 {
 		out.Latency = durationpb.New(e.Latency)
@@ -374,7 +374,7 @@ func toAuditEvent(e *event.Event) *kaccessv1.AuditEvent {
 var csvHeader = []string{
 	"time", "event_id", "kind", "stage", "cluster", "user", "groups", "impersonated_user", "source_ip", "user_agent",
 	"verb", "api_group", "resource", "subresource", "namespace", "name", "request_uri", "response_code", "decision",
-	"latency_ms", "request_id",
+	"refusal_reason", "latency_ms", "request_id",
 }
 
 func csvRecord(e *event.Event) []string {
@@ -382,7 +382,7 @@ func csvRecord(e *event.Event) []string {
 		e.Time.UTC().Format(time.RFC3339Nano), e.EventID, string(e.Kind), string(e.Stage), e.Cluster, e.User,
 		strings.Join(e.Groups, ";"), e.ImpersonatedUser, e.SourceIP, e.UserAgent, e.Verb, e.APIGroup, e.Resource,
 		e.Subresource, e.Namespace, e.Name, e.RequestURI, strconv.Itoa(e.ResponseCode), string(e.Decision),
-		strconv.FormatFloat(float64(e.Latency)/float64(time.Millisecond), 'f', 3, 64), e.RequestID,
+		e.RefusalReason, strconv.FormatFloat(float64(e.Latency)/float64(time.Millisecond), 'f', 3, 64), e.RequestID,
 	}
 }
 

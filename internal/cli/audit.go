@@ -346,7 +346,7 @@ func newEventPrinter(out io.Writer, format string) *eventPrinter {
 	return p
 }
 
-var eventColumns = []string{"TIME", "USER", "VERB", "RESOURCE", "NAMESPACE", "NAME", "CODE", "DECISION", "SOURCE_IP", "EVENT_ID"}
+var eventColumns = []string{"TIME", "USER", "VERB", "RESOURCE", "NAMESPACE", "NAME", "CODE", "DECISION", "REASON", "SOURCE_IP", "EVENT_ID"}
 
 func eventRow(e *kaccessv1.AuditEvent, local bool) []string {
 	at := e.GetTime().AsTime()
@@ -362,7 +362,7 @@ func eventRow(e *kaccessv1.AuditEvent, local bool) []string {
 		res = e.GetKind()
 	}
 	return []string{ts, e.GetUser(), e.GetVerb(), res, e.GetNamespace(), e.GetName(),
-		strconv.Itoa(int(e.GetResponseCode())), e.GetDecision(), e.GetSourceIp(), e.GetEventId()}
+		strconv.Itoa(int(e.GetResponseCode())), e.GetDecision(), e.GetRefusalReason(), e.GetSourceIp(), e.GetEventId()}
 }
 
 func (p *eventPrinter) print(events ...*kaccessv1.AuditEvent) error {

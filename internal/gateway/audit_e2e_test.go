@@ -237,10 +237,11 @@ func TestAuditRecordsEveryRequestInTheEmbeddedStore(t *testing.T) {
 	if e := one(secretID); e.ResponseCode != 403 || e.Decision != event.DecisionDeny || e.Resource != "secrets" {
 		t.Errorf("secrets event: %+v", e)
 	}
-	if e := one(badID); e.ResponseCode != 401 || e.User != "" || e.Decision != event.DecisionDeny {
+	if e := one(badID); e.ResponseCode != 401 || e.User != "" || e.Decision != event.DecisionRefused || e.RefusalReason != "unauthenticated" {
 		t.Errorf("401 event: %+v", e)
 	}
-	if e := one(asID); e.ImpersonatedUser != "admin" || e.ResponseCode != 403 || e.User != "alice" {
+	if e := one(asID); e.ImpersonatedUser != "admin" || e.ResponseCode != 403 || e.User != "alice" ||
+		e.Decision != event.DecisionRefused || e.RefusalReason != "impersonation_refused" {
 		t.Errorf("impersonation event: %+v", e)
 	}
 	if e := one(createID); e.Verb != "create" || e.ResponseCode != 201 || e.Level != event.LevelRequest ||

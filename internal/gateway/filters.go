@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,19 +52,38 @@ var requestInfoFactory = &genericrequest.RequestInfoFactory{
 }
 
 // withRequestInfo parses the Kubernetes verb, resource and names from the URL, as the API
-// server does, for metrics, logs, timeouts and (later) audit and grants.
+// server does, for metrics, logs, timeouts, audit and grants. A path it cannot parse keeps
+// what could be read and is refused inside audit capture (withParsableRequest), so the
+// refusal is on the record too.
 func withRequestInfo(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, err := requestInfoFactory.NewRequestInfo(r)
+		ctx := r.Context()
 		if err != nil {
-			kubestatus.BadRequest(w, "cannot parse the request path as a Kubernetes API request")
-			return
+			ctx = context.WithValue(ctx, unparsableKey{}, true)
 		}
-		ctx := genericrequest.WithRequestInfo(r.Context(), info)
+		if info == nil {
+			info = &genericrequest.RequestInfo{Path: r.URL.Path, Verb: strings.ToLower(r.Method)}
+		}
+		ctx = genericrequest.WithRequestInfo(ctx, info)
 		if st := requestctx.From(ctx); st != nil {
 			st.LongRunning = isLongRunning(r, info)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+type unparsableKey struct{}
+
+// withParsableRequest refuses the requests whose path withRequestInfo could not parse.
+func withParsableRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if bad, _ := r.Context().Value(unparsableKey{}).(bool); bad {
+			requestctx.Refuse(r.Context(), requestctx.RefusedBadRequest)
+			kubestatus.BadRequest(w, "cannot parse the request path as a Kubernetes API request")
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -98,14 +118,22 @@ func withTimeout(next http.Handler, d time.Duration) http.Handler {
 func withAuthentication(next http.Handler, a authn.TokenAuthenticator, m *metrics, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
+		sent := r.Header.Values("Authorization") // kept for attributing a refusal; no copy
 		token, err := authn.TakeBearerToken(r)
 		if err != nil {
 			m.authn.WithLabelValues("", authn.FailureReason(err)).Inc()
 			log.InfoContext(ctx, "authentication refused", "reason", err.Error())
 			if errors.Is(err, authn.ErrMultipleCredential) {
+				requestctx.Refuse(ctx, requestctx.RefusedIdentityHeader, "Authorization")
+				if id := attribute(ctx, a, sent); id != nil {
+					if st := requestctx.From(ctx); st != nil {
+						st.User, st.Source, st.Identity = id.User, id.Source, id
+					}
+				}
 				kubestatus.BadRequest(w, err.Error())
 				return
 			}
+			requestctx.Refuse(ctx, requestctx.RefusedUnauthenticated)
 			kubestatus.Unauthorized(w, err.Error())
 			return
 		}
@@ -116,6 +144,7 @@ func withAuthentication(next http.Handler, a authn.TokenAuthenticator, m *metric
 			}
 			m.authn.WithLabelValues("", authn.FailureReason(err)).Inc()
 			log.InfoContext(ctx, "authentication refused", "reason", err.Error())
+			requestctx.Refuse(ctx, requestctx.RefusedUnauthenticated)
 			kubestatus.Unauthorized(w, "Unauthorized: "+authn.ClientMessage(err))
 			return
 		}
@@ -125,6 +154,22 @@ func withAuthentication(next http.Handler, a authn.TokenAuthenticator, m *metric
 		}
 		next.ServeHTTP(w, r.WithContext(authn.WithIdentity(ctx, id)))
 	})
+}
+
+// attribute names, for the audit record only, who sent a request refused for carrying more
+// than one credential: the first that is a valid gateway credential. The request stays
+// refused; a smuggled second credential must not hide the sender from the security team.
+func attribute(ctx context.Context, a authn.TokenAuthenticator, sent []string) *authn.Identity {
+	for _, v := range sent[:min(len(sent), 4)] {
+		scheme, token, ok := strings.Cut(strings.TrimSpace(v), " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") {
+			continue
+		}
+		if id, ok, err := a.AuthenticateToken(ctx, strings.TrimSpace(token)); err == nil && ok {
+			return id
+		}
+	}
+	return nil
 }
 
 // statusRecorder remembers the code and size of a response. Unwrap lets http.ResponseController

@@ -215,6 +215,8 @@ func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.Toke
 	h = withTimeout(h, g.cfg.Timeouts.Request.D())
 	// Authenticate, removing the credential from the request; 401 for anything not valid.
 	h = withAuthentication(h, a, g.metrics, g.log)
+	// A path the request info step could not parse is refused here, inside capture.
+	h = withParsableRequest(h)
 	// Record every request, refused credentials included, before its response completes;
 	// 503 up front when the audit spool cannot take more.
 	h = g.audit.capture.Handler(cluster, h)

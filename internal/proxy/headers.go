@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -35,27 +36,39 @@ func (e errSmuggledHeader) Error() string {
 // takeClientIdentityHeaders removes every identity-bearing header a client sent, so nothing of
 // it can reach the API server, and returns the impersonation the client asked for, if any.
 // X-Remote-* (the API server's front-proxy headers) are refused outright: no client has a
-// reason to send them, and one that does is trying to become someone else.
+// reason to send them, and one that does is trying to become someone else. So is a Connection
+// header naming an identity header: a hop-by-hop trick to have a proxy on the way drop the
+// identity the gateway sets. On error the header is left as it was, so the caller can name
+// what was refused.
 func takeClientIdentityHeaders(h http.Header) (*ImpersonationRequest, error) {
 	var req ImpersonationRequest
-	asked := false
+	var taken []string
 	for name, values := range h {
 		canonical := http.CanonicalHeaderKey(name)
 		switch {
 		case strings.HasPrefix(canonical, "X-Remote-"):
 			return nil, errSmuggledHeader{name: canonical}
+		case canonical == "Connection":
+			for _, v := range values {
+				for _, token := range strings.Split(v, ",") {
+					if t := http.CanonicalHeaderKey(strings.TrimSpace(token)); isIdentityHeader(t) {
+						return nil, fmt.Errorf("header Connection may not name %s: the gateway sets identity itself", t)
+					}
+				}
+			}
+			continue
 		case canonical == hdrImpersonateUser:
 			if len(values) != 1 || values[0] == "" {
 				return nil, errors.New("send exactly one non-empty Impersonate-User header")
 			}
-			req.User, asked = values[0], true
+			req.User = values[0]
 		case canonical == hdrImpersonateUID:
 			if len(values) != 1 || values[0] == "" {
 				return nil, errors.New("send at most one non-empty Impersonate-Uid header")
 			}
-			req.UID, asked = values[0], true
+			req.UID = values[0]
 		case canonical == hdrImpersonateGroup:
-			req.Groups, asked = append(req.Groups, values...), true
+			req.Groups = append(req.Groups, values...)
 		case strings.HasPrefix(canonical, hdrImpersonateExtra):
 			key, err := url.PathUnescape(canonical[len(hdrImpersonateExtra):])
 			if err != nil || key == "" {
@@ -65,21 +78,50 @@ func takeClientIdentityHeaders(h http.Header) (*ImpersonationRequest, error) {
 				req.Extra = map[string][]string{}
 			}
 			req.Extra[strings.ToLower(key)] = append(req.Extra[strings.ToLower(key)], values...)
-			asked = true
 		case strings.HasPrefix(canonical, "Impersonate-"):
 			return nil, errSmuggledHeader{name: canonical}
 		default:
 			continue
 		}
-		delete(h, name)
+		taken = append(taken, name)
 	}
-	if !asked {
+	if len(taken) == 0 {
 		return nil, nil
 	}
 	if req.User == "" {
 		return nil, errors.New("Impersonate-Group, Impersonate-Uid and Impersonate-Extra-* need Impersonate-User (kubectl --as)")
 	}
+	for _, name := range taken {
+		delete(h, name)
+	}
 	return &req, nil
+}
+
+// isIdentityHeader reports the headers that say who a request is from (canonical names).
+func isIdentityHeader(canonical string) bool {
+	return canonical == "Authorization" || strings.HasPrefix(canonical, "Impersonate-") ||
+		strings.HasPrefix(canonical, "X-Remote-")
+}
+
+// identityHeaderNames lists, sorted, the names (never the values) of the identity headers on a
+// refused request, for the audit record; Connection counts when it names one of them.
+func identityHeaderNames(h http.Header) []string {
+	var names []string
+	for name, values := range h {
+		canonical := http.CanonicalHeaderKey(name)
+		switch {
+		case isIdentityHeader(canonical):
+			names = append(names, canonical)
+		case canonical == "Connection" && slices.ContainsFunc(values, func(v string) bool {
+			return slices.ContainsFunc(strings.Split(v, ","), func(t string) bool {
+				return isIdentityHeader(http.CanonicalHeaderKey(strings.TrimSpace(t)))
+			})
+		}):
+			names = append(names, canonical)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // setImpersonation writes the identity the API server must act as. Called on a request whose

@@ -30,6 +30,9 @@ func TestTakeClientIdentityHeaders(t *testing.T) {
 		{name: "x-remote-extra", header: http.Header{"X-Remote-Extra-Foo": {"x"}}, wantErr: "not accepted"},
 		{name: "unknown impersonate header", header: http.Header{"Impersonate-Whatever": {"x"}}, wantErr: "not accepted"},
 		{name: "malformed extra key", header: http.Header{"Impersonate-User": {"bob"}, "Impersonate-Extra-%zz": {"x"}}, wantErr: "malformed"},
+		{name: "connection names an impersonation header", header: http.Header{"Connection": {"keep-alive, impersonate-group"}}, wantErr: "Connection may not name Impersonate-Group"},
+		{name: "connection names authorization", header: http.Header{"Connection": {"Authorization"}}, wantErr: "may not name Authorization"},
+		{name: "ordinary connection header", header: http.Header{"Connection": {"keep-alive, Upgrade"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,6 +42,10 @@ func TestTakeClientIdentityHeaders(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				// Left as it was, so the refusal can name every identity header sent.
+				if !reflect.DeepEqual(h, tt.header) {
+					t.Fatalf("header changed on error: %v", h)
 				}
 				return
 			}
@@ -77,5 +84,21 @@ func TestSetImpersonationEscapesExtraKeys(t *testing.T) {
 	}
 	if back.Extra["kaccess.io/source"][0] != "ldap:corp" || back.Extra["a b%"][0] != "v" || back.UID != "u-1" {
 		t.Errorf("round trip = %+v", back)
+	}
+}
+
+func TestIdentityHeaderNames(t *testing.T) {
+	t.Parallel()
+	h := http.Header{
+		"x-remote-user": {"admin"}, "Impersonate-Group": {"system:masters"}, "Authorization": {"Bearer a", "Bearer b"},
+		"Connection": {"close, Impersonate-User"}, "Accept": {"*/*"}, "X-Forwarded-For": {"1.2.3.4"},
+	}
+	got := identityHeaderNames(h)
+	want := []string{"Authorization", "Connection", "Impersonate-Group", "X-Remote-User"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if got := identityHeaderNames(http.Header{"Connection": {"keep-alive"}, "Accept": {"*/*"}}); got != nil {
+		t.Fatalf("ordinary headers named: %v", got)
 	}
 }

@@ -111,21 +111,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, ok := authn.IdentityFrom(r.Context())
 	if !ok {
 		// Fail closed: a wiring mistake must never forward as the gateway itself.
+		requestctx.Refuse(r.Context(), requestctx.RefusedUnauthenticated)
 		kubestatus.Unauthorized(w, "Unauthorized")
 		return
 	}
 	if len(r.Header.Values("Authorization")) > 0 {
+		requestctx.Refuse(r.Context(), requestctx.RefusedIdentityHeader, identityHeaderNames(r.Header)...)
 		kubestatus.BadRequest(w, "a credential is left on the request; send exactly one Authorization header")
 		return
 	}
 	asked, err := takeClientIdentityHeaders(r.Header)
 	if err != nil {
+		requestctx.Refuse(r.Context(), requestctx.RefusedIdentityHeader, identityHeaderNames(r.Header)...)
 		p.cfg.Logger.WarnContext(r.Context(), "refused identity header", "user", id.User, "reason", err.Error())
 		kubestatus.BadRequest(w, err.Error())
 		return
 	}
 	if slices.Contains(id.Groups, "system:masters") {
 		// No login source may hand out the API server's break-glass group through the gateway.
+		requestctx.Refuse(r.Context(), requestctx.RefusedPrivilegedGroup)
 		kubestatus.Forbidden(w, "the gateway never forwards membership of system:masters")
 		return
 	}
@@ -150,11 +154,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			p.cfg.Logger.ErrorContext(r.Context(), "impersonation check failed", "user", id.User, "error", err.Error())
 			p.cfg.OnUpstreamError("impersonation_check")
+			requestctx.Refuse(r.Context(), requestctx.RefusedUpstreamUnavailable)
 			kubestatus.Write(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the gateway could not check the impersonation with the API server; try again")
 			return
 		}
 		if !allowed {
 			p.cfg.Logger.WarnContext(r.Context(), "impersonation refused", "user", id.User, "as_user", asked.User, "as_groups", asked.Groups)
+			requestctx.Refuse(r.Context(), requestctx.RefusedImpersonation)
 			kubestatus.Forbidden(w, refusal)
 			return
 		}
@@ -166,6 +172,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		setImpersonation(out, asked.User, asked.UID, asked.Groups, extra)
 	}
 	if r.ContentLength > p.cfg.MaxBodyBytes && p.cfg.MaxBodyBytes > 0 {
+		requestctx.Refuse(r.Context(), requestctx.RefusedTooLarge)
 		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
 			fmt.Sprintf("request body of %d bytes is over the gateway's limit of %d bytes", r.ContentLength, p.cfg.MaxBodyBytes))
 		return
@@ -185,6 +192,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // any X-Forwarded-* the client sent.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(p.cfg.Upstream)
+	// From here the answer is the API server's, unless upstreamError says otherwise.
+	if st := requestctx.From(pr.In.Context()); st != nil {
+		st.Forwarded = true
+	}
 	pr.Out.Host = p.cfg.Upstream.Host
 	// ServeHTTP already removed or refused every identity header of the client; only the
 	// identity it decided is added here.
@@ -240,20 +251,30 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
+		requestctx.Refuse(r.Context(), requestctx.RefusedTooLarge)
 		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
 			fmt.Sprintf("request body is over the gateway's limit of %d bytes", tooBig.Limit))
 		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nothing to answer.
+		requestctx.Refuse(r.Context(), requestctx.FailedClientClosed)
 		w.WriteHeader(499)
 		return
 	case errors.Is(err, context.DeadlineExceeded):
 		p.cfg.OnUpstreamError("timeout")
+		requestctx.Refuse(r.Context(), requestctx.FailedUpstreamTimeout)
 		p.cfg.Logger.WarnContext(r.Context(), "upstream timeout", "cluster", p.cfg.Cluster, "error", err.Error())
 		kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the API server did not answer in time; try again or raise timeouts.request")
 		return
 	}
 	p.cfg.OnUpstreamError("unreachable")
+	// A failed dial sent nothing; a connection that broke later may have delivered the request.
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		requestctx.Refuse(r.Context(), requestctx.RefusedUpstreamUnavailable)
+	} else {
+		requestctx.Refuse(r.Context(), requestctx.FailedUpstream)
+	}
 	p.cfg.Logger.ErrorContext(r.Context(), "upstream error", "cluster", p.cfg.Cluster, "error", err.Error())
 	kubestatus.Write(w, http.StatusBadGateway, "ServiceUnavailable",
 		fmt.Sprintf("the gateway could not reach the API server of cluster %q; try again shortly", p.cfg.Cluster))

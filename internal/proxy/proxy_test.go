@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/requestctx"
@@ -39,20 +42,21 @@ func (denyAll) CheckImpersonation(context.Context, *authn.Identity, *Impersonati
 	return false, "no", nil
 }
 
-func serve(t *testing.T, p *Proxy, id *authn.Identity, remote string, h http.Header) *httptest.ResponseRecorder {
+func serve(t *testing.T, p *Proxy, id *authn.Identity, remote string, h http.Header) (*httptest.ResponseRecorder, *requestctx.State) {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces", nil)
 	r.RemoteAddr = remote
 	for k, v := range h {
 		r.Header[k] = v
 	}
-	ctx := requestctx.WithState(r.Context(), &requestctx.State{ID: "req-1"})
+	st := &requestctx.State{ID: "req-1"}
+	ctx := requestctx.WithState(r.Context(), st)
 	if id != nil {
 		ctx = authn.WithIdentity(ctx, id)
 	}
 	w := httptest.NewRecorder()
 	p.ServeHTTP(w, r.WithContext(ctx))
-	return w
+	return w, st
 }
 
 func TestForwardedHeaders(t *testing.T) {
@@ -73,7 +77,11 @@ func TestForwardedHeaders(t *testing.T) {
 		remote   string
 		header   http.Header
 		wantCode int
-		check    func(t *testing.T, up http.Header)
+		// wantRefusal is what the audit record must say the gateway refused (or "" when it
+		// forwarded), with the header names it refused.
+		wantRefusal requestctx.Refusal
+		wantNames   []string
+		check       func(t *testing.T, up http.Header)
 	}{
 		{name: "identity set, client claims gone", id: alice, remote: "192.0.2.7:1234",
 			header:   http.Header{"Audit-Id": {"forged"}, "X-Forwarded-For": {"1.2.3.4"}, "X-Forwarded-Host": {"evil"}},
@@ -96,17 +104,27 @@ func TestForwardedHeaders(t *testing.T) {
 					t.Errorf("X-Forwarded-For = %q", got)
 				}
 			}},
-		{name: "no identity fails closed", remote: "192.0.2.7:1", wantCode: http.StatusUnauthorized},
-		{name: "credential left on the request", id: alice, remote: "192.0.2.7:1", header: http.Header{"Authorization": {"Bearer x"}}, wantCode: http.StatusBadRequest},
-		{name: "x-remote-user", id: alice, remote: "192.0.2.7:1", header: http.Header{"X-Remote-User": {"admin"}}, wantCode: http.StatusBadRequest},
-		{name: "impersonation refused", id: alice, remote: "192.0.2.7:1", header: http.Header{"Impersonate-User": {"admin"}}, wantCode: http.StatusForbidden},
-		{name: "system:masters never forwarded", id: &authn.Identity{User: "eve", Groups: []string{"system:masters"}}, remote: "192.0.2.7:1", wantCode: http.StatusForbidden},
+		{name: "no identity fails closed", remote: "192.0.2.7:1", wantCode: http.StatusUnauthorized, wantRefusal: requestctx.RefusedUnauthenticated},
+		{name: "credential left on the request", id: alice, remote: "192.0.2.7:1", header: http.Header{"Authorization": {"Bearer x"}},
+			wantCode: http.StatusBadRequest, wantRefusal: requestctx.RefusedIdentityHeader, wantNames: []string{"Authorization"}},
+		{name: "x-remote-user", id: alice, remote: "192.0.2.7:1", header: http.Header{"X-Remote-User": {"admin"}, "Impersonate-Group": {"g"}},
+			wantCode: http.StatusBadRequest, wantRefusal: requestctx.RefusedIdentityHeader, wantNames: []string{"Impersonate-Group", "X-Remote-User"}},
+		{name: "hop-by-hop trick", id: alice, remote: "192.0.2.7:1", header: http.Header{"Connection": {"Impersonate-User"}},
+			wantCode: http.StatusBadRequest, wantRefusal: requestctx.RefusedIdentityHeader, wantNames: []string{"Connection"}},
+		{name: "impersonation refused", id: alice, remote: "192.0.2.7:1", header: http.Header{"Impersonate-User": {"admin"}},
+			wantCode: http.StatusForbidden, wantRefusal: requestctx.RefusedImpersonation},
+		{name: "system:masters never forwarded", id: &authn.Identity{User: "eve", Groups: []string{"system:masters"}}, remote: "192.0.2.7:1",
+			wantCode: http.StatusForbidden, wantRefusal: requestctx.RefusedPrivilegedGroup},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := serve(t, p, tt.id, tt.remote, tt.header)
+			w, st := serve(t, p, tt.id, tt.remote, tt.header)
 			if w.Code != tt.wantCode {
 				t.Fatalf("code %d, want %d: %s", w.Code, tt.wantCode, w.Body.String())
+			}
+			if st.Refusal != tt.wantRefusal || !slices.Equal(st.RefusedHeaders, tt.wantNames) || st.Forwarded != (tt.wantRefusal == "") {
+				t.Fatalf("state: refusal %q headers %v forwarded %v; want %q %v %v", st.Refusal, st.RefusedHeaders, st.Forwarded,
+					tt.wantRefusal, tt.wantNames, tt.wantRefusal == "")
 			}
 			up := last()
 			if tt.wantCode != 200 {
@@ -124,6 +142,54 @@ func TestForwardedHeaders(t *testing.T) {
 				}
 			}
 			tt.check(t, up)
+		})
+	}
+}
+
+// An API server that cannot be reached, or does not answer in time, is the gateway's answer:
+// the record must say which, and whether the request may have been sent.
+func TestUpstreamFailuresSayWhy(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close() // nothing listens here any more: the dial fails
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer slow.Close()
+	alice := &authn.Identity{User: "alice", Groups: []string{"devs"}}
+	for _, tt := range []struct {
+		name     string
+		upstream string
+		timeout  time.Duration
+		code     int
+		want     requestctx.Refusal
+	}{
+		{"unreachable", "http://" + closed, 0, http.StatusBadGateway, requestctx.RefusedUpstreamUnavailable},
+		{"no answer in time", slow.URL, 100 * time.Millisecond, http.StatusGatewayTimeout, requestctx.FailedUpstreamTimeout},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, _ := url.Parse(tt.upstream)
+			p, err := New(Config{Cluster: "c", Upstream: u, Transport: http.DefaultTransport, UpgradeTransport: http.DefaultTransport, Impersonation: denyAll{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces", nil)
+			st := &requestctx.State{ID: "req-1"}
+			ctx := authn.WithIdentity(requestctx.WithState(r.Context(), st), alice)
+			if tt.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.timeout)
+				defer cancel()
+			}
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, r.WithContext(ctx))
+			if w.Code != tt.code || st.Refusal != tt.want || !st.Forwarded {
+				t.Fatalf("code %d refusal %q forwarded %v; want %d %q true", w.Code, st.Refusal, st.Forwarded, tt.code, tt.want)
+			}
 		})
 	}
 }

@@ -25,6 +25,13 @@ type State struct {
 	ImpersonatedGroups []string
 	// GrantIDs are the access grants (approved requests) in force that added groups.
 	GrantIDs []string
+	// Forwarded is set when the request is handed to the API server: the response is then the
+	// API server's, unless Refusal says the gateway answered after all (a timeout, say).
+	Forwarded bool
+	// Refusal is why the gateway answered the request itself (set with Refuse); empty when the
+	// answer is the API server's. RefusedHeaders names the identity headers refused.
+	Refusal        Refusal
+	RefusedHeaders []string
 }
 
 type stateKey struct{}

@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +82,18 @@ type Capture struct {
 	recorded, refused, dropped, failed atomic.Uint64
 	lastWarn                           atomic.Int64 // unix nanos of the last "spool full" warning
 	bufs                               sync.Pool
+
+	// The requests the spool could not take since the last spool_full record; gapPending
+	// keeps the check on the request path to one atomic load.
+	gapPending atomic.Bool
+	gapMu      sync.Mutex
+	gap        unrecorded
+}
+
+// unrecorded tallies the requests of a time the spool was full.
+type unrecorded struct {
+	refused, dropped uint64
+	from, to         time.Time
 }
 
 // New checks cfg and returns a Capture.
@@ -138,6 +152,22 @@ func (c *Capture) Record(e *event.Event) error {
 // append encodes e and hands it to the spool, counting the outcome. The error is nil when the
 // record went in, or when it did not and OnFull is drop.
 func (c *Capture) append(e *event.Event) error {
+	err := c.put(e)
+	if err == nil {
+		return nil
+	}
+	c.warnFull(err)
+	c.noteUnrecorded(c.cfg.OnFull == OnFullDeny)
+	if c.cfg.OnFull == OnFullDrop {
+		c.dropped.Add(1)
+		return nil
+	}
+	c.failed.Add(1)
+	return fmt.Errorf("%w: %w", ErrNotRecorded, err)
+}
+
+// put encodes e and hands it to the spool; it counts what went in.
+func (c *Capture) put(e *event.Event) error {
 	bp := c.bufs.Get().(*[]byte)
 	buf := event.Marshal((*bp)[:0], e)
 	var err error
@@ -152,15 +182,70 @@ func (c *Capture) append(e *event.Event) error {
 	}
 	if err == nil {
 		c.recorded.Add(1)
-		return nil
 	}
-	c.warnFull(err)
-	if c.cfg.OnFull == OnFullDrop {
-		c.dropped.Add(1)
-		return nil
+	return err
+}
+
+// spoolFullReason is the refusal_reason of a spool_full record.
+const spoolFullReason = "audit_spool_full"
+
+// noteUnrecorded counts a request the spool could not take: refused (503, or its response
+// withheld) or let through unrecorded (onFull: drop).
+func (c *Capture) noteUnrecorded(refused bool) {
+	now := c.cfg.Now().UTC()
+	c.gapMu.Lock()
+	if c.gap.from.IsZero() {
+		c.gap.from = now
 	}
-	c.failed.Add(1)
-	return fmt.Errorf("%w: %w", ErrNotRecorded, err)
+	c.gap.to = now
+	if refused {
+		c.gap.refused++
+	} else {
+		c.gap.dropped++
+	}
+	c.gapMu.Unlock()
+	c.gapPending.Store(true)
+}
+
+// recordGap appends, once the spool takes records again, one spool_full record of the
+// requests it could not: they cannot be on the record one by one, but a security team must
+// see that there was a gap, how long it was and how many requests fell into it.
+func (c *Capture) recordGap() {
+	if !c.gapPending.Load() || c.Full() {
+		return
+	}
+	c.gapMu.Lock()
+	g := c.gap
+	c.gap = unrecorded{}
+	c.gapPending.Store(false)
+	c.gapMu.Unlock()
+	if g.refused+g.dropped == 0 {
+		return
+	}
+	e := event.New(event.KindSpoolFull, g.from)
+	e.ResponseCode, e.Decision, e.RefusalReason = http.StatusServiceUnavailable, event.DecisionRefused, spoolFullReason
+	if g.refused == 0 {
+		e.ResponseCode, e.Decision = 0, event.DecisionError
+	}
+	e.Extra = map[string]string{
+		"refused": strconv.FormatUint(g.refused, 10), "dropped": strconv.FormatUint(g.dropped, 10),
+		"until": g.to.Format(time.RFC3339Nano),
+	}
+	if err := c.put(e); err == nil {
+		return
+	}
+	// Not in the spool after all: keep the tally for the next try.
+	c.gapMu.Lock()
+	c.gap.refused += g.refused
+	c.gap.dropped += g.dropped
+	if c.gap.from.IsZero() || g.from.Before(c.gap.from) {
+		c.gap.from = g.from
+	}
+	if g.to.After(c.gap.to) {
+		c.gap.to = g.to
+	}
+	c.gapMu.Unlock()
+	c.gapPending.Store(true)
 }
 
 // Full reports whether new requests are held back: the spool has less than Reserve free. Under

@@ -73,6 +73,7 @@ func chainAround(t testing.TB, wrap func(http.Handler) http.Handler, inner http.
 	auth := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := requestctx.From(r.Context())
 		if r.Header.Get("Authorization") == "" {
+			requestctx.Refuse(r.Context(), requestctx.RefusedUnauthenticated)
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
 		}
@@ -81,6 +82,8 @@ func chainAround(t testing.TB, wrap func(http.Handler) http.Handler, inner http.
 		if as := r.Header.Get("Impersonate-User"); as != "" {
 			st.ImpersonatedUser = as
 		}
+		// inner stands for the proxy and the API server behind it.
+		st.Forwarded = true
 		inner.ServeHTTP(w, r)
 	})
 	h := wrap(auth)
@@ -199,7 +202,7 @@ func TestUnauthenticatedAndImpersonationAreRecorded(t *testing.T) {
 	if len(recs) != 2 {
 		t.Fatalf("%d records", len(recs))
 	}
-	if e := recs[0]; e.User != "" || e.ResponseCode != 401 || e.Decision != event.DecisionDeny {
+	if e := recs[0]; e.User != "" || e.ResponseCode != 401 || e.Decision != event.DecisionRefused || e.RefusalReason != "unauthenticated" {
 		t.Fatalf("unauthenticated: %+v", e)
 	}
 	if e := recs[1]; e.User != "alice" || e.ImpersonatedUser != "admin" || e.ResponseCode != 403 || e.Decision != event.DecisionDeny {

@@ -31,6 +31,7 @@ var errNotRecorded = errors.New("audit record could not be written; response wit
 func (c *Capture) Handler(cluster string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.Full() {
+			c.noteUnrecorded(c.cfg.OnFull == OnFullDeny)
 			if c.cfg.OnFull == OnFullDeny {
 				c.refused.Add(1)
 				c.warnFull(nil)
@@ -44,15 +45,52 @@ func (c *Capture) Handler(cluster string, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		c.recordGap()
 		x := &exchange{c: c, w: w, r: r, start: c.cfg.Now(), contentLength: -1}
 		x.st = requestctx.From(r.Context())
 		x.fillRequest(cluster)
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &countingBody{ReadCloser: r.Body, x: x}
 		}
-		next.ServeHTTP(x, r)
-		x.finish()
+		x.serve(next)
 	})
+}
+
+// serve runs the rest of the chain and appends what is owed when it returns. A panic (a bug,
+// or ReverseProxy's http.ErrAbortHandler when a response breaks off) still leaves its record
+// before it goes on up: no request escapes the audit trail by ending badly.
+func (x *exchange) serve(next http.Handler) {
+	defer func() {
+		if v := recover(); v != nil {
+			if !x.finished {
+				x.abandon(v)
+			}
+			panic(v)
+		}
+	}()
+	next.ServeHTTP(x, x.r)
+	x.finish()
+}
+
+// abandon records a request whose handler panicked: the ended record of a stream, or the
+// complete record with what was answered so far (500 when nothing was, as withRecover sends).
+func (x *exchange) abandon(v any) {
+	x.finished = true
+	reason := requestctx.FailedInternal
+	if v == http.ErrAbortHandler {
+		reason = requestctx.FailedAborted
+	}
+	requestctx.Refuse(x.r.Context(), reason)
+	switch {
+	case x.started:
+		x.appendEnded()
+	case !x.recorded:
+		if x.code == 0 {
+			x.code = http.StatusInternalServerError
+			x.ev.Latency = x.c.cfg.Now().Sub(x.start)
+		}
+		x.appendComplete()
+	}
 }
 
 // exchange follows one request and its response.
@@ -76,6 +114,7 @@ type exchange struct {
 	contentLength int64 // declared by the response; -1 when not known
 	started       bool  // a started record was appended: an ended one follows
 	recorded      bool  // the complete (or started) record is in the spool, or was not wanted
+	finished      bool  // finish or abandon ran: nothing more is owed
 	failed        bool  // appending failed under OnFullDeny
 
 	bytesIn, bytesOut atomic.Int64 // atomic: hijacked streams count from their own goroutines
@@ -223,6 +262,7 @@ func (x *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // or the complete record of a response whose end the client has not seen yet (chunked, or no
 // body written through us). If that fails, the response is aborted instead of completed.
 func (x *exchange) finish() {
+	x.finished = true
 	switch {
 	case x.started:
 		x.appendEnded()
@@ -292,7 +332,7 @@ func (x *exchange) fillOutcomeOf(e *event.Event, rule event.Rule, withResponse b
 		e.ImpersonatedUser, e.ImpersonatedGroups = x.st.ImpersonatedUser, x.st.ImpersonatedGroups
 		e.GrantIDs = x.st.GrantIDs
 	}
-	e.SetResponse(x.code)
+	setOutcome(e, x.code, x.st)
 	e.Level = rule.Level
 	e.BytesIn, e.BytesOut = x.bytesIn.Load(), x.bytesOut.Load()
 	var res []byte

@@ -58,6 +58,7 @@ func appendRowBinary(b []byte, e *event.Event) []byte {
 		b = appendRBString(b, k)
 		b = appendRBString(b, v)
 	}
+	b = appendRBString(b, e.RefusalReason)
 	return b
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/audit/schema"
 	"github.com/kaccess/kaccess/internal/audit/storetest"
 )
@@ -58,7 +59,11 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []int{1, 2}; !slices.Equal(got, want) {
+	var want []int
+	for _, m := range ms {
+		want = append(want, m.Version)
+	}
+	if !slices.Equal(got, want) {
 		t.Errorf("applied versions %v, want %v", got, want)
 	}
 }
@@ -94,7 +99,8 @@ func TestRetentionFollowsConfig(t *testing.T) {
 	}
 }
 
-// TestFirstSeenRollup checks the materialized view counts each event once, retries included.
+// TestFirstSeenRollup checks the materialized view counts each allowed event once, retries
+// included, and nothing that was denied, refused or failed: first seen means done.
 func TestFirstSeenRollup(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, Config{})
@@ -108,7 +114,16 @@ func TestFirstSeenRollup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("1000\t%s\t%s\n", evs[0].Time.Format(timeLayout), evs[len(evs)-1].Time.Format(timeLayout))
+	var allowed []*event.Event
+	for _, e := range evs {
+		if e.Decision == event.DecisionAllow {
+			allowed = append(allowed, e)
+		}
+	}
+	if len(allowed) == 0 || len(allowed) == len(evs) {
+		t.Fatalf("%d of %d generated events allowed: the test needs both kinds", len(allowed), len(evs))
+	}
+	want := fmt.Sprintf("%d\t%s\t%s\n", len(allowed), allowed[0].Time.Format(timeLayout), allowed[len(allowed)-1].Time.Format(timeLayout))
 	if string(out) != want {
 		t.Errorf("rollup = %q, want %q", out, want)
 	}
@@ -182,5 +197,56 @@ func TestStringLiteralIsExact(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != in {
 		t.Errorf("engine saw %q, want %q", got, in)
+	}
+}
+
+// A store made before version 3 (no refusal_reason, a rollup view that counted every event)
+// is brought up to date at the next open: the column is there and read back, and the rollup
+// counts only allowed events from then on.
+func TestUpgradeToRefusalReason(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, Config{Dir: dir})
+	ms, err := schema.Migrations(schema.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Back to what version 2 left: the old view, no column, version 3 not recorded.
+	for _, stmt := range []string{
+		"DROP VIEW IF EXISTS kaccess.audit_first_seen_allowed_mv",
+		"ALTER TABLE kaccess.audit_events DROP COLUMN refusal_reason",
+		ms[1].Statements[1], // version 2's materialized view
+		"DELETE FROM kaccess.kaccess_schema_migrations WHERE version = 3",
+	} {
+		if err := s.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	s.Close()
+
+	s = openTest(t, Config{Dir: dir})
+	views, err := s.QueryStrings(ctx, "SELECT name FROM system.tables WHERE database = 'kaccess' AND engine = 'MaterializedView' ORDER BY name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(views, []string{"audit_first_seen_allowed_mv"}) {
+		t.Fatalf("materialized views after the upgrade: %v", views)
+	}
+	evs := storetest.Realistic("gw-upgrade", 1, 2, time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC))
+	evs[0].Decision, evs[0].RefusalReason, evs[0].ResponseCode = event.DecisionRefused, "identity_header", 400
+	evs[1].Decision, evs[1].RefusalReason = event.DecisionAllow, ""
+	if err := s.Write(ctx, "upgrade-batch", evs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Events(ctx, "gw-upgrade")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].RefusalReason != "identity_header" || got[0].Decision != event.DecisionRefused || got[1].RefusalReason != "" {
+		t.Fatalf("read back %+v", got)
+	}
+	n, err := s.QueryStrings(ctx, "SELECT toString(sum(events)) FROM kaccess.audit_first_seen")
+	if err != nil || len(n) != 1 || n[0] != "1" {
+		t.Fatalf("rollup events: %v %v, want 1 (the allowed one only)", n, err)
 	}
 }

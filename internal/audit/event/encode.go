@@ -67,6 +67,7 @@ const (
 	tagRequestBody
 	tagResponseBody
 	tagExtra
+	tagRefusalReason
 	tagEnd // first unknown tag
 )
 
@@ -128,6 +129,7 @@ func Marshal(dst []byte, e *Event) []byte {
 			dst = appendRaw(dst, e.Extra[k])
 		}
 	}
+	dst = appendString(dst, tagRefusalReason, e.RefusalReason)
 	return dst
 }
 
@@ -286,6 +288,8 @@ func Unmarshal(b []byte, e *Event) error {
 			e.ResponseBody, ok = d.bytes()
 		case tagExtra:
 			e.Extra, ok = d.extra()
+		case tagRefusalReason:
+			e.RefusalReason, ok = d.str()
 		}
 		if !ok {
 			return d.fail(fmt.Sprintf("bad value for field tag %d", tag))

@@ -55,6 +55,7 @@ func fullEvent() *Event {
 	e.RequestBody = []byte(`{"spec":{"replicas":3}}`)
 	e.ResponseBody = []byte(`{"kind":"Scale"}`)
 	e.Extra = map[string]string{"approver": "bob", "reason": "incident 123", "": "empty key", "z": ""}
+	e.Decision, e.RefusalReason = DecisionRefused, "identity_header"
 	return e
 }
 

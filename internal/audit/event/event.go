@@ -34,6 +34,9 @@ const (
 	KindGrantRevoked  Kind = "grant_revoked"
 	KindRBACChange    Kind = "rbac_change"
 	KindAuditQuery    Kind = "audit_query" // a search, tail, export, aggregate or detection run of the audit record
+	// KindSpoolFull covers a time the audit spool could not take records: how many requests
+	// were refused (or, under onFull: drop, went unrecorded), from when until when.
+	KindSpoolFull Kind = "spool_full"
 )
 
 // Stage says which part of a request an event records.
@@ -48,19 +51,23 @@ const (
 	StageEnded    Stage = "ended"
 )
 
-// Decision summarises the outcome of a request.
+// Decision says how a request ended, from the point of view of access: what the API server
+// allowed or denied, what the gateway refused before the API server saw it, and what failed.
 type Decision string
 
-// Decisions, derived from the response code by DecisionFor.
+// Decisions. Capture decides them from where the answer came from (see capture's outcome), not
+// from the status code alone: a 400 the gateway sent for a smuggled header is "refused", a 404
+// from the API server is "allow" (Kubernetes' own audit would show it authorized).
 const (
-	DecisionAllow Decision = "allow"
-	DecisionDeny  Decision = "deny"
-	DecisionError Decision = "error"
+	DecisionAllow   Decision = "allow"   // the API server authorized it (any answer after authorization: 2xx, 404, 409, 422, ...)
+	DecisionDeny    Decision = "deny"    // the API server refused it (403)
+	DecisionRefused Decision = "refused" // the gateway refused it before forwarding; RefusalReason says why
+	DecisionError   Decision = "error"   // it failed: the API server answered 5xx (or 401/429 before authorizing), or the gateway lost it on the way
 )
 
-// DecisionFor derives the decision from an HTTP status code: 401 and 403 are refusals, 5xx and
-// 0 (no response was written, e.g. the upstream could not be reached) are errors, anything else
-// means the request got through (a 404 or 409 was still allowed to ask).
+// DecisionFor derives a decision from a status code alone, for records that have nothing better
+// (state changes of the gateway, rows written before refusal reasons existed): 401 and 403 are
+// refusals, 5xx and 0 (no response) are errors, anything else means it went through.
 func DecisionFor(code int) Decision {
 	switch {
 	case code == 401 || code == 403:
@@ -113,10 +120,13 @@ type Event struct {
 
 	ResponseCode int
 	Decision     Decision
-	Latency      time.Duration // until the response started (whole request when not long-running)
-	Duration     time.Duration // long-running requests, on the ended event
-	BytesIn      int64
-	BytesOut     int64
+	// RefusalReason is why the gateway answered itself (refused, or failed on its side), e.g.
+	// "identity_header" or "upstream_timeout"; empty when the answer is the API server's.
+	RefusalReason string
+	Latency       time.Duration // until the response started (whole request when not long-running)
+	Duration      time.Duration // long-running requests, on the ended event
+	BytesIn       int64
+	BytesOut      int64
 
 	Level        Level           // audit level the policy chose
 	RequestBody  json.RawMessage // redacted; only at Request level and above

@@ -33,7 +33,7 @@ var fields = func() map[string]Field {
 		"event_id", "kind", "stage", "cluster", "gateway_instance", "request_id", "user", "uid",
 		"source", "session_id_hash", "impersonated_user", "source_ip", "user_agent", "verb",
 		"api_group", "api_version", "resource", "subresource", "namespace", "name", "request_uri",
-		"method", "decision", "level",
+		"method", "decision", "refusal_reason", "level",
 	} {
 		m[n] = Field{n, fieldString}
 	}

@@ -63,6 +63,7 @@ type row struct {
 	BytesOut           jsonInt           `json:"bytes_out"`
 	Level              string            `json:"level"`
 	Extra              map[string]string `json:"extra"`
+	RefusalReason      string            `json:"refusal_reason"`
 }
 
 // decodeEvent maps one JSON row back to an event. Empty slices and maps become nil, as the
@@ -83,6 +84,7 @@ func decodeEvent(b []byte) (*event.Event, error) {
 		Method: r.Method, ResponseCode: int(r.ResponseCode), Decision: event.Decision(r.Decision),
 		Latency: time.Duration(r.LatencyNS), Duration: time.Duration(r.DurationNS),
 		BytesIn: int64(r.BytesIn), BytesOut: int64(r.BytesOut), Level: event.Level(r.Level),
+		RefusalReason: r.RefusalReason,
 	}
 	if len(r.Extra) > 0 {
 		e.Extra = r.Extra

@@ -74,6 +74,9 @@ var Columns = []Column{
 	{"request_body", "String", "ZSTD(3)", func(e *event.Event) any { return string(e.RequestBody) }},
 	{"response_body", "String", "ZSTD(3)", func(e *event.Event) any { return string(e.ResponseBody) }},
 	{"extra", "Map(LowCardinality(String), String)", "ZSTD(1)", func(e *event.Event) any { return strMap(e.Extra) }},
+	// Added in version 3, so last: tables made before have it appended by ALTER TABLE, and the
+	// embedded store's RowBinary inserts follow the table's column order.
+	{"refusal_reason", lowCard, "", func(e *event.Event) any { return e.RefusalReason }},
 }
 
 const lowCard = "LowCardinality(String)"

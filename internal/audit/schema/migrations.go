@@ -31,7 +31,38 @@ func Migrations(opts Options) ([]Migration, error) {
 	return []Migration{
 		{Version: 1, Name: "audit_events", Statements: eventsTable(o)},
 		{Version: 2, Name: "first_seen_rollup", Statements: rollup(o)},
+		{Version: 3, Name: "refusal_reason", Statements: refusalReason(o)},
 	}, nil
+}
+
+// refusalReason adds the column that says why the gateway refused a request (tables created
+// since already have it), and makes the first-seen rollup count only what the API server
+// allowed: "first seen doing it" must mean done, and refused attempts must not seed the
+// baseline that hides a later real access. The new view is created before the old one is
+// dropped, so no insert in between goes unrolled-up (one may be counted twice in events).
+// Rollup rows from before this version may include refused requests.
+func refusalReason(o Options) []string {
+	source, target := Table, RollupTable
+	if o.Cluster != "" {
+		source, target = LocalTable, RollupTable+"_local"
+	}
+	add := "ADD COLUMN IF NOT EXISTS refusal_reason " + lowCard
+	stmts := []string{"ALTER TABLE " + o.table(source) + o.onCluster() + " " + add}
+	if o.Cluster != "" {
+		stmts = append(stmts, "ALTER TABLE "+o.table(Table)+o.onCluster()+" "+add)
+	}
+	return append(stmts, rollupView(o, target+"_allowed_mv", source, target), "DROP VIEW IF EXISTS "+o.table(target+"_mv")+o.onCluster())
+}
+
+// rollupView is the materialized view that feeds the first-seen rollup with allowed events.
+func rollupView(o Options, view, source, target string) string {
+	return "CREATE MATERIALIZED VIEW IF NOT EXISTS " + o.table(view) + o.onCluster() +
+		" TO " + o.table(target) + `
+AS SELECT cluster, user, resource, verb, namespace,
+    min(time) AS first_seen, max(time) AS last_seen, count() AS events
+FROM ` + o.table(source) + `
+WHERE decision = 'allow'
+GROUP BY cluster, user, resource, verb, namespace`
 }
 
 // bootstrap creates the database and the migrations table, before any version is read.

@@ -129,6 +129,8 @@ func set(e *event.Event, name string, v any) error {
 		body(&e.RequestBody)
 	case "response_body":
 		body(&e.ResponseBody)
+	case "refusal_reason":
+		str(&e.RefusalReason)
 	case "extra":
 		var m map[string]string
 		if m, err = as[map[string]string](v); err == nil && len(m) > 0 {

@@ -139,7 +139,9 @@ type AuditEvent struct {
 	Method string `protobuf:"bytes,27,opt,name=method,proto3" json:"method,omitempty"`
 	// HTTP status of the response; 0 when none was written.
 	ResponseCode int32 `protobuf:"varint,28,opt,name=response_code,json=responseCode,proto3" json:"response_code,omitempty"`
-	// "allow", "deny" or "error".
+	// How the request ended: "allow" (the API server authorized it), "deny" (the API server
+	// refused it, 403), "refused" (the gateway refused it before the API server saw it; see
+	// refusal_reason) or "error" (it failed: 5xx, a timeout, a broken connection).
 	Decision string `protobuf:"bytes,29,opt,name=decision,proto3" json:"decision,omitempty"`
 	// Until the response started.
 	Latency *durationpb.Duration `protobuf:"bytes,30,opt,name=latency,proto3" json:"latency,omitempty"`
@@ -152,7 +154,11 @@ type AuditEvent struct {
 	// The audit level the policy chose.
 	Level string `protobuf:"bytes,34,opt,name=level,proto3" json:"level,omitempty"`
 	// Details of state changes, e.g. "grant_id", "approver".
-	Extra         map[string]string `protobuf:"bytes,35,rep,name=extra,proto3" json:"extra,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Extra map[string]string `protobuf:"bytes,35,rep,name=extra,proto3" json:"extra,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Why the gateway answered itself instead of the API server, e.g. "unauthenticated",
+	// "identity_header", "impersonation_refused", "upstream_timeout"; empty when the answer is
+	// the API server's.
+	RefusalReason string `protobuf:"bytes,36,opt,name=refusal_reason,json=refusalReason,proto3" json:"refusal_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -430,6 +436,13 @@ func (x *AuditEvent) GetExtra() map[string]string {
 		return x.Extra
 	}
 	return nil
+}
+
+func (x *AuditEvent) GetRefusalReason() string {
+	if x != nil {
+		return x.RefusalReason
+	}
+	return ""
 }
 
 // SearchEventsRequest asks for a page of events.
@@ -1351,7 +1364,7 @@ var File_kaccess_v1_audit_proto protoreflect.FileDescriptor
 const file_kaccess_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"\x16kaccess/v1/audit.proto\x12\n" +
-	"kaccess.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x95\t\n" +
+	"kaccess.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xbc\t\n" +
 	"\n" +
 	"AuditEvent\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x19\n" +
@@ -1393,7 +1406,8 @@ const file_kaccess_v1_audit_proto_rawDesc = "" +
 	"\bbytes_in\x18  \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18! \x01(\x03R\bbytesOut\x12\x14\n" +
 	"\x05level\x18\" \x01(\tR\x05level\x127\n" +
-	"\x05extra\x18# \x03(\v2!.kaccess.v1.AuditEvent.ExtraEntryR\x05extra\x1a8\n" +
+	"\x05extra\x18# \x03(\v2!.kaccess.v1.AuditEvent.ExtraEntryR\x05extra\x12%\n" +
+	"\x0erefusal_reason\x18$ \x01(\tR\rrefusalReason\x1a8\n" +
 	"\n" +
 	"ExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
