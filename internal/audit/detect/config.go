@@ -137,6 +137,7 @@ func (c Config) Library() ([]Detection, error) {
 		c.secretListBurst(),
 		c.grantOutOfScope(),
 		c.anonymous(),
+		c.identitySmuggling(),
 	}
 	slices.SortFunc(lib, func(a, b Detection) int { return strings.Compare(a.Name, b.Name) })
 	return lib, nil

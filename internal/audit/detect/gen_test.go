@@ -182,8 +182,37 @@ func newScenario(planted bool) *scenario {
 	if planted {
 		s.plant()
 	}
+	g.gatewayRefusals()
 	s.events = g.events
 	return s
+}
+
+// gatewayRefusals is, in both data sets, what the gateway refused before it reached the API
+// server: Bob, with a grant scoped to demo, asks for secrets in kube-system and across many
+// namespaces, and the gateway answers each itself. None of it is access, so the detections
+// that speak of reading secrets or using a grant must stay silent on the clean set. (Added
+// last, so the random stream of everything before stays as it was.)
+func (g *gen) gatewayRefusals() {
+	at := windowFrom.Add(14 * time.Hour)
+	g.grant(at, "ar-bob-demo", "bob@corp.example", "demo")
+	refuse := func(e *event.Event, code int, reason string) {
+		e.ResponseCode, e.Decision, e.RefusalReason = code, event.DecisionRefused, reason
+		e.GrantIDs = []string{"ar-bob-demo"}
+	}
+	reasons := []struct {
+		code   int
+		reason string
+	}{{400, "bad_request"}, {413, "too_large"}, {502, "upstream_unavailable"}, {429, "rate_limited"}}
+	for i := range 8 {
+		e := g.request("bob@corp.example", "10.2.0.21", kubectl, action{verb: "get", resource: "secrets", namespace: "kube-system"},
+			at.Add(time.Duration(i+1)*time.Minute), 200)
+		refuse(e, reasons[i%len(reasons)].code, reasons[i%len(reasons)].reason)
+	}
+	for i, ns := range []string{"web", "payments", "monitoring", "kube-system", "kube-public", "ci", "cert-manager", "default", ""} {
+		e := g.request("bob@corp.example", "10.2.0.21", kubectl, action{verb: "list", resource: "secrets", namespace: ns},
+			at.Add(10*time.Minute+time.Duration(i)*10*time.Second), 200)
+		refuse(e, 400, "bad_request")
+	}
 }
 
 // workDay is one day of p's ordinary work, at random moments within their hours.

@@ -112,4 +112,17 @@ func (s *scenario) plant() {
 	v.Verb, v.Method, v.RequestURI = "get", "GET", "/version"
 	v.SetResponse(401)
 	add("anonymous-request", "198.51.100.7", evs...)
+
+	// Dave, from his usual address, sends headers that would make him someone else; the
+	// gateway refuses each. A refusal for another reason is not smuggling and is not planted.
+	evs = nil
+	for i, h := range []string{"Impersonate-Group", "X-Remote-User", "Authorization", "Connection,Impersonate-User"} {
+		e := g.request("dave.ops", "10.3.0.41", kubectl, action{verb: "list", resource: "secrets", namespace: "kube-system"}, at(12, 30+i), 400)
+		e.Decision, e.RefusalReason = event.DecisionRefused, "identity_header"
+		e.Extra = map[string]string{"refused_headers": h}
+		evs = append(evs, e)
+	}
+	other := g.request("dave.ops", "10.3.0.41", kubectl, action{verb: "create", resource: "configmaps", namespace: "web"}, at(12, 40), 413)
+	other.Decision, other.RefusalReason = event.DecisionRefused, "too_large"
+	add("identity-smuggling", "dave.ops", evs...)
 }

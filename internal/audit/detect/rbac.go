@@ -55,7 +55,7 @@ SELECT cluster, if(user != '', user, source_ip) AS subject,
     if(countIf(startsWith(impersonated_user, 'system:') OR has(impersonated_groups, 'system:masters')) > 0, 'high', '') AS severity,
     min(time) AS first_seen, max(time) AS last_seen, count() AS count, $evidence AS event_ids
 FROM $events
-WHERE $window AND kind = 'request' AND impersonated_user != '' AND decision = 'deny'
+WHERE $window AND kind = 'request' AND impersonated_user != '' AND decision IN ('deny', 'refused')
 GROUP BY cluster, subject
 $limit`), c.params(w)
 		},

@@ -12,7 +12,8 @@ func (c Config) secretFirstAccess() Detection {
 		Name:  "secret-first-access",
 		Title: "First access to secrets by an identity",
 		Description: "An identity read (get, list or watch) secrets in a namespace for the first time since the " +
-			"audit log began (the first-seen rollup outlives event retention). Secrets hold credentials; a person " +
+			"audit log began (the first-seen rollup outlives event retention), and the API server allowed it. " +
+			"Requests the gateway refused never count as reads. Secrets hold credentials; a person " +
 			"or service account that starts reading them may be exploring with stolen credentials. New team " +
 			"members and new deployments explain it too. " +
 			"High severity in protected namespaces or cluster-wide.",
@@ -36,8 +37,10 @@ SELECT cluster, user AS subject,
     min(time) AS first_seen, max(time) AS last_seen, count() AS count, $evidence AS event_ids
 FROM $events
 WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('get', 'list', 'watch')
+    AND decision IN ('allow', 'deny')
     AND (cluster, user, namespace) IN (SELECT cluster, user, namespace FROM first)
 GROUP BY cluster, user, namespace
+HAVING countIf(decision = 'allow') > 0
 $limit`), c.params(w, "protected", strings.Join(c.ProtectedNamespaces, ","))
 		},
 	}
@@ -67,6 +70,7 @@ cand AS (
         uniqExactIf(namespace, namespace != '') AS ns, countIf(namespace = '') AS cluster_wide
     FROM $events
     WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user != ''
+        AND decision IN ('allow', 'deny')
     GROUP BY cluster, user, b
     HAVING ns >= {min_ns:UInt32} OR cluster_wide > 0
 ),
@@ -75,6 +79,7 @@ hist AS (
         SELECT user, intDiv(toUnixTimestamp(time), {bucket:UInt32}) AS b, uniqExactIf(namespace, namespace != '') AS ns
         FROM $events
         WHERE $history AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user != ''
+        AND decision IN ('allow', 'deny')
         GROUP BY user, b)
     GROUP BY user
 ),
@@ -98,6 +103,7 @@ FROM (
     SELECT cluster, user, intDiv(toUnixTimestamp(time), {bucket:UInt32}) AS b, time, event_id, namespace
     FROM $events
     WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user != ''
+        AND decision IN ('allow', 'deny')
 ) AS e
 INNER JOIN flagged USING (cluster, user, b)
 GROUP BY cluster, user
