@@ -94,6 +94,7 @@ func allEvents(s *chdb.Store) ([]*event.Event, error) {
 }
 
 // requestID does one request with net/http and returns the gateway's request id and code.
+// hdr are header name/value pairs, added (a second Authorization stays a second one).
 func requestID(t *testing.T, g *testGateway, method, path, token string, hdr ...string) (string, int) {
 	t.Helper()
 	req, _ := http.NewRequest(method, g.URL+path, nil)
@@ -101,7 +102,7 @@ func requestID(t *testing.T, g *testGateway, method, path, token string, hdr ...
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	resp, err := g.httpClient().Do(req)
 	if err != nil {

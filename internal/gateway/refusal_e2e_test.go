@@ -104,7 +104,7 @@ func TestRefusalsAreOnTheRecordAsRefusals(t *testing.T) {
 	}
 	ids := map[string]string{}
 	for _, v := range variants {
-		id, code := smuggle(t, g, path, alice, v.header...)
+		id, code := requestID(t, g, http.MethodGet, path, alice, v.header...)
 		if code != v.code {
 			t.Fatalf("%s: status %d, want %d", v.name, code, v.code)
 		}
@@ -187,25 +187,4 @@ func TestRefusalsAreOnTheRecordAsRefusals(t *testing.T) {
 			t.Errorf("%s does not report the read the API server allowed in ref-other: %+v", det, fs)
 		}
 	}
-}
-
-// smuggle sends a GET with the given extra headers (pairs; added, so a second Authorization
-// stays a second one) and returns the request id and status.
-func smuggle(t *testing.T, g *testGateway, path, token string, hdr ...string) (string, int) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, g.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Add(hdr[i], hdr[i+1])
-	}
-	resp, err := g.httpClient().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp.Body)
-	resp.Body.Close()
-	return resp.Header.Get("X-Request-Id"), resp.StatusCode
 }

@@ -75,22 +75,12 @@ func (x *exchange) serve(next http.Handler) {
 // abandon records a request whose handler panicked: the ended record of a stream, or the
 // complete record with what was answered so far (500 when nothing was, as withRecover sends).
 func (x *exchange) abandon(v any) {
-	x.finished = true
 	reason := requestctx.FailedInternal
 	if v == http.ErrAbortHandler {
 		reason = requestctx.FailedAborted
 	}
 	requestctx.Refuse(x.r.Context(), reason)
-	switch {
-	case x.started:
-		x.appendEnded()
-	case !x.recorded:
-		if x.code == 0 {
-			x.code = http.StatusInternalServerError
-			x.ev.Latency = x.c.cfg.Now().Sub(x.start)
-		}
-		x.appendComplete()
-	}
+	x.settle(http.StatusInternalServerError)
 }
 
 // exchange follows one request and its response.
@@ -260,22 +250,29 @@ func (x *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // finish appends what is still owed once the handler returned: the ended record of a stream,
 // or the complete record of a response whose end the client has not seen yet (chunked, or no
-// body written through us). If that fails, the response is aborted instead of completed.
+// body written through us; net/http sends an empty 200 when nothing was written). If that
+// fails, the response is aborted instead of completed.
 func (x *exchange) finish() {
+	if !x.settle(http.StatusOK) {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// settle appends what is still owed, with code as the status when none was written, and
+// reports whether it went in.
+func (x *exchange) settle(code int) bool {
 	x.finished = true
 	switch {
 	case x.started:
 		x.appendEnded()
 	case !x.recorded:
 		if x.code == 0 {
-			// Nothing was written: net/http would send an empty 200.
-			x.code = http.StatusOK
+			x.code = code
 			x.ev.Latency = x.c.cfg.Now().Sub(x.start)
 		}
-		if !x.appendComplete() {
-			panic(http.ErrAbortHandler)
-		}
+		return x.appendComplete()
 	}
+	return true
 }
 
 // appendComplete appends the single record of an ordinary request.
