@@ -64,6 +64,9 @@ type ClusterConfig struct {
 	Stdout, Stderr io.Writer
 	// SecurePort is the API server's HTTPS port; 0 picks a free one.
 	SecurePort int
+	// APIServerArgs are added to kube-apiserver's flags, e.g. its audit backends
+	// (--audit-policy-file, --audit-log-path, --audit-webhook-config-file).
+	APIServerArgs []string
 }
 
 // Cluster is a running etcd + kube-apiserver pair.
@@ -245,7 +248,7 @@ func (c *Cluster) startProcesses(ctx context.Context, cfg ClusterConfig, binDir 
 		return err
 	}
 
-	c.apiserver, err = startProcess("kube-apiserver", filepath.Join(binDir, "kube-apiserver"), []string{
+	c.apiserver, err = startProcess("kube-apiserver", filepath.Join(binDir, "kube-apiserver"), append([]string{
 		"--etcd-servers=" + clientURL,
 		"--bind-address=127.0.0.1",
 		// Without it the API server looks for a host interface with a default route, which
@@ -264,7 +267,7 @@ func (c *Cluster) startProcesses(ctx context.Context, cfg ClusterConfig, binDir 
 		"--token-auth-file=" + filepath.Join(c.Dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.0.0.0/24",
-	}, cfg.Stdout, cfg.Stderr, filepath.Join(c.Dir, "kube-apiserver.log"))
+	}, cfg.APIServerArgs...), cfg.Stdout, cfg.Stderr, filepath.Join(c.Dir, "kube-apiserver.log"))
 	if err != nil {
 		return err
 	}
