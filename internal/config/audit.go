@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -34,7 +36,27 @@ type Audit struct {
 	// AuditorGroups may search, tail, export and run detections over everyone's events
 	// (AuditService, kaccess audit). Everyone else sees only their own events.
 	AuditorGroups []string `json:"auditorGroups"`
+	// Webhook receives the API servers' own audit events (their --audit-webhook-config-file
+	// points at https://<gateway>/audit-webhook/<cluster>), so requests that bypass the
+	// gateway are on the same record. Off unless a token file or client CA is set.
+	Webhook AuditWebhook `json:"webhook"`
 }
+
+// AuditWebhook authenticates the API servers posting their audit events.
+type AuditWebhook struct {
+	// TokenFile holds the bearer token of the webhook kubeconfig (users[].user.token); at
+	// least 32 characters.
+	TokenFile string `json:"tokenFile"`
+	// ClientCAFile verifies client certificates of the webhook kubeconfig instead (or as
+	// well); ClientNames are the certificate names (CN or DNS SAN) accepted.
+	ClientCAFile string   `json:"clientCAFile"`
+	ClientNames  []string `json:"clientNames"`
+	// MaxBatchBytes bounds one batch (default 32 MiB).
+	MaxBatchBytes int64 `json:"maxBatchBytes"`
+}
+
+// Enabled reports whether the receiver is configured.
+func (w AuditWebhook) Enabled() bool { return w.TokenFile != "" || w.ClientCAFile != "" }
 
 // AuditSpool is the on-disk spool.
 type AuditSpool struct {
@@ -102,6 +124,9 @@ func (a *Audit) setDefaults(stateDir string) {
 		setString(&a.ClickHouse.Database, "kaccess")
 	}
 	setString(&a.Embedded.Dir, stateDir+"/audit/chdb")
+	if a.Webhook.MaxBatchBytes == 0 {
+		a.Webhook.MaxBatchBytes = 32 << 20
+	}
 }
 
 func (a *Audit) validate(p *problems) {
@@ -125,6 +150,24 @@ func (a *Audit) validate(p *problems) {
 	}
 	if a.MaxBodyBytes < 0 {
 		p.add("audit.maxBodyBytes", "must not be negative, got %d", a.MaxBodyBytes)
+	}
+	if wh := a.Webhook; wh.Enabled() {
+		if wh.TokenFile != "" {
+			if tok, err := os.ReadFile(wh.TokenFile); err != nil {
+				p.add("audit.webhook.tokenFile", "cannot be read: %v", err)
+			} else if len(strings.TrimSpace(string(tok))) < 32 {
+				p.add("audit.webhook.tokenFile", "holds a token of %d characters; use at least 32 (e.g. openssl rand -hex 32)", len(strings.TrimSpace(string(tok))))
+			}
+		}
+		if wh.ClientCAFile != "" && len(wh.ClientNames) == 0 {
+			p.add("audit.webhook.clientNames", "required with clientCAFile: the certificate names (CN or DNS SAN) of the API servers")
+		}
+		if wh.ClientCAFile == "" && len(wh.ClientNames) > 0 {
+			p.add("audit.webhook.clientCAFile", "required with clientNames: the CA that signs the API servers' client certificates")
+		}
+		if wh.MaxBatchBytes < 1<<20 {
+			p.add("audit.webhook.maxBatchBytes", "must be at least 1 MiB (1048576), got %d", wh.MaxBatchBytes)
+		}
 	}
 	if ch := a.ClickHouse; ch != nil {
 		if len(ch.Addresses) == 0 {

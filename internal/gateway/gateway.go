@@ -193,6 +193,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 	for _, path := range api.Paths() {
 		mux.Handle(path, api.Handler())
 	}
+	// The API servers' own audit events, so requests around the gateway are on record too.
+	if err := g.mountAuditWebhooks(mux); err != nil {
+		return nil, err
+	}
 	// Unknown cluster names end here rather than at the default cluster, which would answer
 	// with a confusing 403 for a path it does not have.
 	mux.HandleFunc("/clusters/{name}/", func(w http.ResponseWriter, r *http.Request) {

@@ -149,10 +149,32 @@ func (c *Capture) Record(e *event.Event) error {
 	return c.append(e)
 }
 
+// RecordBatch appends events that come from outside the gateway (the API server's own audit
+// webhook) and returns once every one is fsynced: the sender forgets a batch once it is
+// answered. It never drops, whatever OnFull says: the sender keeps a batch it could not
+// deliver and retries, so an error (spool full or failing) loses nothing. On error some of
+// the events may be in the spool already; the sender's retry stores them again.
+func (c *Capture) RecordBatch(events []*event.Event) error {
+	if c.Full() {
+		return ErrNotRecorded
+	}
+	for i, e := range events {
+		if e.Time.IsZero() {
+			e.Time = c.cfg.Now().UTC()
+		}
+		// The spool fsyncs in order: waiting for the last record covers the batch.
+		if err := c.put(e, i == len(events)-1); err != nil {
+			c.warnFull(err)
+			return fmt.Errorf("%w: %w", ErrNotRecorded, err)
+		}
+	}
+	return nil
+}
+
 // append encodes e and hands it to the spool, counting the outcome. The error is nil when the
 // record went in, or when it did not and OnFull is drop.
 func (c *Capture) append(e *event.Event) error {
-	err := c.put(e)
+	err := c.put(e, c.cfg.Strict)
 	if err == nil {
 		return nil
 	}
@@ -166,12 +188,13 @@ func (c *Capture) append(e *event.Event) error {
 	return fmt.Errorf("%w: %w", ErrNotRecorded, err)
 }
 
-// put encodes e and hands it to the spool; it counts what went in.
-func (c *Capture) put(e *event.Event) error {
+// put encodes e and hands it to the spool, waiting for its fsync when sync is set; it counts
+// what went in.
+func (c *Capture) put(e *event.Event, sync bool) error {
 	bp := c.bufs.Get().(*[]byte)
 	buf := event.Marshal((*bp)[:0], e)
 	var err error
-	if c.cfg.Strict {
+	if sync {
 		_, err = c.cfg.Log.AppendSync(buf)
 	} else {
 		_, err = c.cfg.Log.Append(buf)
@@ -231,7 +254,7 @@ func (c *Capture) recordGap() {
 		"refused": strconv.FormatUint(g.refused, 10), "dropped": strconv.FormatUint(g.dropped, 10),
 		"until": g.to.Format(time.RFC3339Nano),
 	}
-	if err := c.put(e); err == nil {
+	if err := c.put(e, c.cfg.Strict); err == nil {
 		return
 	}
 	// Not in the spool after all: keep the tally for the next try.
