@@ -76,7 +76,8 @@ func (c Config) newSource() Detection {
 		Title: "New source IP or user agent for a user",
 		Description: "A user made requests from a source IP, or with a client program (the user agent's product), " +
 			"not seen for them in History (28 days by default). Users with fewer than MinHistoryDays active days are " +
-			"not judged. Stolen credentials used elsewhere look like this; so do travel and new laptops.",
+			"not judged; service accounts are unknown-client's. Stolen credentials used elsewhere look like this; so " +
+			"do travel and new laptops.",
 		Severity:  Low,
 		Technique: validAccounts,
 		Query: func(w Window) (string, map[string]string) {
@@ -88,7 +89,7 @@ WITH
 old AS (
     SELECT user, groupUniqArray(source_ip) AS ips, groupUniqArray(splitByChar('/', user_agent)[1]) AS agents
     FROM $events
-    WHERE $history AND kind = 'request' AND user != ''
+    WHERE $history AND kind = 'request' AND user != '' AND NOT startsWith(user, 'system:serviceaccount:')
     GROUP BY user
     HAVING uniqExact(toDate(time)) >= {min_days:UInt32}
 ),

@@ -138,6 +138,8 @@ func (c Config) Library() ([]Detection, error) {
 		c.grantOutOfScope(),
 		c.anonymous(),
 		c.identitySmuggling(),
+		c.gatewayBypass(),
+		c.unknownClient(),
 	}
 	slices.SortFunc(lib, func(a, b Detection) int { return strings.Compare(a.Name, b.Name) })
 	return lib, nil

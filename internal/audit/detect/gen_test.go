@@ -183,6 +183,7 @@ func newScenario(planted bool) *scenario {
 		s.plant()
 	}
 	g.gatewayRefusals()
+	g.apiServerView()
 	s.events = g.events
 	return s
 }
@@ -213,6 +214,35 @@ func (g *gen) gatewayRefusals() {
 			at.Add(10*time.Minute+time.Duration(i)*10*time.Second), 200)
 		refuse(e, 400, "bad_request")
 	}
+}
+
+// apiServerView is, in both data sets, what the API server's own audit webhook adds in the
+// window: the gateway's own calls (marked by the receiver), controllers, and a copy of a
+// request the gateway forwarded (same request id). None of it is anyone going around the
+// gateway, and no service account in it is used from anywhere new.
+func (g *gen) apiServerView() {
+	at := windowFrom.Add(15 * time.Hour)
+	view := func(e *event.Event) *event.Event {
+		e.Source, e.Method = "apiserver", ""
+		return e
+	}
+	for i := range 10 {
+		e := view(g.request("kaccess-gateway", "10.0.0.40", "kaccess-gateway/dev", action{verb: "update", resource: "leases", namespace: "kaccess-system"},
+			at.Add(time.Duration(i)*2*time.Second), 200))
+		e.Extra = map[string]string{"kaccess.io/gateway-own": "true"}
+	}
+	for i := range 5 {
+		view(g.request("system:serviceaccount:kube-system:replicaset-controller", "10.0.0.1", "kube-controller-manager/v1.37.2",
+			action{verb: "create", resource: "pods", namespace: "web"}, at.Add(time.Duration(i)*time.Second), 201))
+		view(g.request("system:serviceaccount:ci:deployer", "10.9.0.5", helm, action{verb: "get", resource: "deployments", namespace: "web"},
+			at.Add(time.Duration(i)*time.Second), 200))
+	}
+	// Bob through the gateway, and the API server's copy of the same request.
+	fwd := g.request("bob@corp.example", "10.2.0.21", kubectl, action{verb: "list", resource: "pods", namespace: "web"}, at.Add(time.Minute), 200)
+	cp := *fwd
+	g.seq++
+	cp.EventID, cp.Seq, cp.Source, cp.SourceIP = event.NewID(), g.seq, "apiserver", "10.2.0.21"
+	g.events = append(g.events, &cp)
 }
 
 // workDay is one day of p's ordinary work, at random moments within their hours.

@@ -125,4 +125,23 @@ func (s *scenario) plant() {
 	other := g.request("dave.ops", "10.3.0.41", kubectl, action{verb: "create", resource: "configmaps", namespace: "web"}, at(12, 40), 413)
 	other.Decision, other.RefusalReason = event.DecisionRefused, "too_large"
 	add("identity-smuggling", "dave.ops", evs...)
+
+	// An old admin kubeconfig: root-admin changes things on the API server directly.
+	evs = nil
+	for i, ac := range []action{{verb: "patch", resource: "deployments", namespace: "web"}, {verb: "patch", resource: "deployments", namespace: "web"},
+		{verb: "delete", resource: "configmaps", namespace: "web"}} {
+		e := g.request("root-admin", "10.8.0.2", kubectl, ac, at(13, 5+i), 200)
+		e.Source, e.Method = "apiserver", ""
+		evs = append(evs, e)
+	}
+	add("gateway-bypass", "root-admin", evs...)
+
+	// The CI deployer's token, copied out of the cluster, is used with curl from elsewhere.
+	evs = nil
+	for i := range 3 {
+		e := g.request("system:serviceaccount:ci:deployer", "203.0.113.77", "curl/8.5.0", action{verb: "get", resource: "secrets", namespace: "web"}, at(14, 10+i), 200)
+		e.Source, e.Method = "apiserver", ""
+		evs = append(evs, e)
+	}
+	add("unknown-client", "system:serviceaccount:ci:deployer", evs...)
 }
