@@ -21,6 +21,7 @@ import (
 
 	kaccessv1 "github.com/kaccess/kaccess/api/gen/kaccess/v1"
 	"github.com/kaccess/kaccess/internal/audit/event"
+	"github.com/kaccess/kaccess/internal/audit/k8saudit"
 	"github.com/kaccess/kaccess/internal/audit/query"
 	"github.com/kaccess/kaccess/internal/authn"
 )
@@ -234,6 +235,9 @@ func (a *auditService) ExportEvents(req *kaccessv1.ExportEventsRequest, stream g
 		return a.failed(ctx, s, "ExportEvents", q.Filter, err)
 	}
 	format := req.GetFormat()
+	// Kubernetes' format has room for the recorded bodies (requestObject, responseObject), which
+	// detections such as Falco's read; the others are one line of metadata per event.
+	q.Bodies = format == kaccessv1.ExportFormat_EXPORT_FORMAT_K8S
 	if err := a.record(ctx, s, "ExportEvents", q.From, q.To, q.Filter, 0, map[string]string{"phase": "start", "format": format.String()}); err != nil {
 		return err
 	}
@@ -386,12 +390,14 @@ func csvRecord(e *event.Event) []string {
 	}
 }
 
-// exportWriter turns events into JSON lines or CSV and hands them on in chunks of about
-// exportChunkBytes, so an export holds one chunk, never the whole file.
+// exportWriter turns events into JSON lines (kaccess' AuditEvent, or Kubernetes' audit.k8s.io/v1
+// Event) or CSV and hands them on in chunks of about exportChunkBytes, so an export holds one
+// chunk, never the whole file.
 type exportWriter struct {
 	contentType string
 	buf         bytes.Buffer
 	csv         *csv.Writer
+	k8s         bool
 	send        func(contentType string, data []byte) error
 	json        protojson.MarshalOptions
 	chunks      int // sent so far
@@ -399,21 +405,30 @@ type exportWriter struct {
 
 func newExportWriter(f kaccessv1.ExportFormat, send func(string, []byte) error) *exportWriter {
 	w := &exportWriter{contentType: "application/x-ndjson", send: send}
-	if f == kaccessv1.ExportFormat_EXPORT_FORMAT_CSV {
+	switch f {
+	case kaccessv1.ExportFormat_EXPORT_FORMAT_CSV:
 		w.contentType = "text/csv; charset=utf-8"
 		w.csv = csv.NewWriter(&w.buf)
 		_ = w.csv.Write(csvHeader)
+	case kaccessv1.ExportFormat_EXPORT_FORMAT_K8S:
+		w.k8s = true
 	}
 	return w
 }
 
 func (w *exportWriter) write(e *event.Event) error {
-	if w.csv != nil {
+	switch {
+	case w.csv != nil:
 		if err := w.csv.Write(csvRecord(e)); err != nil {
 			return err
 		}
 		w.csv.Flush()
-	} else {
+	case w.k8s:
+		// Encode ends the line itself, as kube-apiserver's log backend does.
+		if err := k8saudit.Encode(&w.buf, e); err != nil {
+			return err
+		}
+	default:
 		b, err := w.json.Marshal(toAuditEvent(e))
 		if err != nil {
 			return err

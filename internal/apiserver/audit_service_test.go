@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	kaccessv1 "github.com/kaccess/kaccess/api/gen/kaccess/v1"
 	"github.com/kaccess/kaccess/internal/audit/chdb"
@@ -86,6 +87,10 @@ func startAuditServer(t *testing.T) *auditServer {
 		e.User = []string{"alice", "bob"}[i%2]
 		e.Name = "web-" + e.Name
 	}
+	// One with recorded bodies, which only the Kubernetes export format carries.
+	events[0].Level = event.LevelRequestResponse
+	events[0].RequestBody = json.RawMessage(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"web-0"},"data":{"k":"v"}}`)
+	events[0].ResponseBody = json.RawMessage(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"web-0","uid":"u0"}}`)
 	if err := store.Write(ctx, "api-test", events); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +315,45 @@ func TestAuditServiceRESTExport(t *testing.T) {
 		if r[5] != "alice" {
 			t.Fatalf("alice's export holds a row of %s", r[5])
 		}
+	}
+}
+
+// The Kubernetes format: one audit.k8s.io/v1 Event per line, joined to the record by the
+// request id (auditID) and carrying the recorded bodies.
+func TestAuditServiceRESTExportK8s(t *testing.T) {
+	as := startAuditServer(t)
+	ct, body := as.export(t, "sec", "EXPORT_FORMAT_K8S", `name = "web-*"`)
+	if !strings.HasPrefix(ct, "application/x-ndjson") {
+		t.Errorf("k8s content type %q", ct)
+	}
+	byRequest := map[string]*event.Event{}
+	for _, e := range as.events {
+		byRequest[e.RequestID] = e
+	}
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		n++
+		var ev auditv1.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("line %d: %q: %v", n, sc.Text(), err)
+		}
+		e, ok := byRequest[string(ev.AuditID)]
+		if ev.Kind != "Event" || ev.APIVersion != "audit.k8s.io/v1" || !ok {
+			t.Fatalf("line %d: kind %q apiVersion %q auditID %q (not a request id of the data)", n, ev.Kind, ev.APIVersion, ev.AuditID)
+		}
+		if ev.User.Username != e.User || ev.Verb != e.Verb || ev.ResponseStatus == nil || int(ev.ResponseStatus.Code) != e.ResponseCode ||
+			!ev.RequestReceivedTimestamp.Time.Equal(e.Time) {
+			t.Errorf("line %d: %s %s %+v at %s, want %s %s %d at %s", n, ev.User.Username, ev.Verb, ev.ResponseStatus,
+				ev.RequestReceivedTimestamp, e.User, e.Verb, e.ResponseCode, e.Time)
+		}
+		if e == as.events[0] && (ev.RequestObject == nil || ev.ResponseObject == nil || !strings.Contains(string(ev.ResponseObject.Raw), `"u0"`)) {
+			t.Errorf("line %d: the recorded bodies are missing: %s", n, sc.Text())
+		}
+	}
+	if n != len(as.events) {
+		t.Errorf("k8s export has %d lines, want %d", n, len(as.events))
 	}
 }
 

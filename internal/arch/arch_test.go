@@ -18,13 +18,14 @@ const module = "github.com/kaccess/kaccess/"
 // Feature packages stay small and independent; internal/gateway is the one that wires them.
 var allowed = map[string][]string{
 	"internal/access":            {"internal/audit/event", "internal/rbacsync/policy"},
-	"internal/apiserver":         {"internal/access", "internal/audit/event", "internal/audit/query", "internal/authn", "internal/session"},
+	"internal/apiserver":         {"internal/access", "internal/audit/event", "internal/audit/k8saudit", "internal/audit/query", "internal/authn", "internal/session"},
 	"internal/arch":              nil,
 	"internal/audit/chdb":        {"internal/audit/event", "internal/audit/schema"},
 	"internal/audit/chdb/engine": nil,
 	"internal/audit/event":       {"internal/authn"},
 	"internal/audit/clickhouse":  {"internal/audit/event", "internal/audit/schema"},
 	"internal/audit/detect":      {"internal/audit/event", "internal/audit/schema"},
+	"internal/audit/k8saudit":    {"internal/audit/event"},
 	"internal/audit/schema":      {"internal/audit/event"},
 	"internal/audit/query":       {"internal/audit/event", "internal/audit/schema"},
 	"internal/audit/spool":       nil,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -219,18 +220,49 @@ func newAuditTailCommand(s Streams, getStore func() (Store, error)) *cobra.Comma
 	return cmd
 }
 
+// exportFormats are what `audit export --output` (or --format) accepts, in the order the help
+// lists them: kaccess' own JSON lines, CSV, and Kubernetes' audit.k8s.io/v1 Event JSON lines.
+var exportFormats = []struct {
+	name   string
+	format kaccessv1.ExportFormat
+}{
+	{"jsonl", kaccessv1.ExportFormat_EXPORT_FORMAT_JSONL},
+	{"csv", kaccessv1.ExportFormat_EXPORT_FORMAT_CSV},
+	{"k8s", kaccessv1.ExportFormat_EXPORT_FORMAT_K8S},
+}
+
 func newAuditExportCommand(s Streams, getStore func() (Store, error)) *cobra.Command {
 	var o auditOptions
+	var formatFlag string
 	cmd := &cobra.Command{
-		Use: "export", Short: "Write every event of a range to standard output as JSON lines or CSV", Args: cobra.NoArgs,
+		Use: "export", Short: "Write every event of a range to standard output as JSON lines, CSV or Kubernetes audit events", Args: cobra.NoArgs,
+		Long: `Write every event of a range to standard output.
+
+Formats (--output, or its alias --format):
+  jsonl  one kaccess audit event as JSON per line (the default)
+  csv    comma-separated values with a header line
+  k8s    one Kubernetes audit event (audit.k8s.io/v1 Event) as JSON per line, as
+         kube-apiserver's log backend writes them, with the recorded bodies: for
+         Falco's k8saudit plugin or a SIEM that reads the API server's audit log`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("format") {
+				if !slices.Contains(o.formats, formatFlag) {
+					return fmt.Errorf("--format %q: want %s", formatFlag, strings.Join(o.formats, " or "))
+				}
+				if cmd.Flags().Changed("output") && o.output != formatFlag {
+					return fmt.Errorf("--format %q and --output %q disagree: give one of them", formatFlag, o.output)
+				}
+				o.output = formatFlag
+			}
 			start, end, err := o.timeRange(time.Now())
 			if err != nil {
 				return err
 			}
 			format := kaccessv1.ExportFormat_EXPORT_FORMAT_JSONL
-			if o.output == "csv" {
-				format = kaccessv1.ExportFormat_EXPORT_FORMAT_CSV
+			for _, f := range exportFormats {
+				if o.output == f.name {
+					format = f.format
+				}
 			}
 			return auditCall(cmd.Context(), getStore, &o, func(ctx context.Context, c kaccessv1.AuditServiceClient, _ kaccessv1.AuthServiceClient) error {
 				stream, err := c.ExportEvents(ctx, &kaccessv1.ExportEventsRequest{StartTime: start, EndTime: end, Filter: o.filter, Format: format})
@@ -256,7 +288,12 @@ func newAuditExportCommand(s Streams, getStore func() (Store, error)) *cobra.Com
 			})
 		},
 	}
-	o.flags(cmd, "jsonl", "csv")
+	names := make([]string, len(exportFormats))
+	for i, f := range exportFormats {
+		names[i] = f.name
+	}
+	o.flags(cmd, names...)
+	cmd.Flags().StringVar(&formatFlag, "format", names[0], "the same as --output")
 	o.rangeFlags(cmd)
 	return cmd
 }

@@ -188,6 +188,30 @@ func TestAuditCommands(t *testing.T) {
 	if got, want := strings.Count(out, "\n"), countUser(events, "bob"); got != want {
 		t.Errorf("bob's JSON lines export: %d lines, want %d", got, want)
 	}
+	// Kubernetes audit events, asked for with --format (as the issue has it) or -o.
+	for _, flag := range []string{"--format", "-o"} {
+		out, err = runAudit(t, stores["bob"], append([]string{"audit", "export", flag, "k8s"}, rng...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if want := countUser(events, "bob"); len(lines) != want {
+			t.Errorf("bob's k8s export (%s): %d lines, want %d", flag, len(lines), want)
+		}
+		var ev struct {
+			Kind, APIVersion string
+			User             struct{ Username string }
+		}
+		if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil || ev.Kind != "Event" || ev.APIVersion != "audit.k8s.io/v1" || ev.User.Username != "bob" {
+			t.Errorf("k8s export (%s), first line %q: %v", flag, lines[0], err)
+		}
+	}
+	if _, err := runAudit(t, stores["bob"], append([]string{"audit", "export", "--format", "k8s", "-o", "csv"}, rng...)...); err == nil || !strings.Contains(err.Error(), "disagree") {
+		t.Errorf("--format k8s -o csv: %v, want an error", err)
+	}
+	if _, err := runAudit(t, stores["bob"], append([]string{"audit", "export", "--format", "yaml"}, rng...)...); err == nil || !strings.Contains(err.Error(), `--format "yaml": want jsonl or csv or k8s`) {
+		t.Errorf("--format yaml: %v, want the formats listed", err)
+	}
 
 	// A bad filter says where and what.
 	_, err = runAudit(t, stores["sec"], append([]string{"audit", "search", "--filter", `verb = get`}, rng...)...)

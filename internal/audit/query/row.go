@@ -13,8 +13,9 @@ import (
 )
 
 // selectColumns are the columns a search returns: all but the bodies, which can be megabytes
-// each and belong to a look at one event, not to a page of them.
-var selectColumns = func() string {
+// each and belong to a look at one event, not to a page of them. bodyColumns are selectColumns
+// and the bodies, for exports of whole records (Request.Bodies).
+var selectColumns, bodyColumns = func() (string, string) {
 	var cols []string
 	for _, c := range schema.Columns {
 		if c.Name == "request_body" || c.Name == "response_body" {
@@ -22,7 +23,7 @@ var selectColumns = func() string {
 		}
 		cols = append(cols, quoteIdent(c.Name))
 	}
-	return strings.Join(cols, ", ")
+	return strings.Join(cols, ", "), strings.Join(append(cols, quoteIdent("request_body"), quoteIdent("response_body")), ", ")
 }()
 
 // row is one JSONEachRow object of selectColumns. Numbers are jsonInt because ClickHouse quotes
@@ -64,6 +65,8 @@ type row struct {
 	Level              string            `json:"level"`
 	Extra              map[string]string `json:"extra"`
 	RefusalReason      string            `json:"refusal_reason"`
+	RequestBody        string            `json:"request_body"`  // only with bodyColumns
+	ResponseBody       string            `json:"response_body"` // only with bodyColumns
 }
 
 // decodeEvent maps one JSON row back to an event. Empty slices and maps become nil, as the
@@ -88,6 +91,12 @@ func decodeEvent(b []byte) (*event.Event, error) {
 	}
 	if len(r.Extra) > 0 {
 		e.Extra = r.Extra
+	}
+	if r.RequestBody != "" {
+		e.RequestBody = json.RawMessage(r.RequestBody)
+	}
+	if r.ResponseBody != "" {
+		e.ResponseBody = json.RawMessage(r.ResponseBody)
 	}
 	return e, nil
 }

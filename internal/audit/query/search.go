@@ -58,6 +58,9 @@ type Request struct {
 	OnlyUser  string
 	PageSize  int
 	PageToken string
+	// Bodies also reads the recorded (redacted) request and response bodies, for exports of
+	// whole records such as the Kubernetes audit format; searches and tails leave them out.
+	Bodies bool
 }
 
 // Search returns one page of events and the token of the next page ("" on the last one).
@@ -96,6 +99,7 @@ func (g *Engine) Search(ctx context.Context, req Request) ([]*event.Event, strin
 // plan is a search prepared for one or more pages.
 type plan struct {
 	table    string
+	columns  string // selectColumns, or bodyColumns
 	where    string
 	args     map[string]string
 	asc      bool
@@ -123,7 +127,10 @@ func (g *Engine) plan(req Request) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &plan{table: table(g.Database), args: w.Params, asc: asc, settings: g.settings()}
+	p := &plan{table: table(g.Database), columns: selectColumns, args: w.Params, asc: asc, settings: g.settings()}
+	if req.Bodies {
+		p.columns = bodyColumns
+	}
 	// The hash covers the request as asked, so a default range ("the last 24 hours") stays the
 	// same request on every page; the token carries the range the first page resolved it to.
 	h := sha256.New()
@@ -221,7 +228,7 @@ func (p *plan) each(ctx context.Context, q Querier, limit int, fn func(*event.Ev
 		args["after_time"], args["after_id"] = formatTime(p.after.Time), p.after.ID
 		where += " AND (`time`, `event_id`) " + cmp + " ({after_time:" + timeType + "}, {after_id:String})"
 	}
-	sql := "SELECT " + selectColumns + " FROM " + p.table + " WHERE " + where +
+	sql := "SELECT " + p.columns + " FROM " + p.table + " WHERE " + where +
 		" ORDER BY `time` " + dir + ", `event_id` " + dir + " LIMIT " + strconv.Itoa(limit) + p.settings
 	return q.QueryJSON(ctx, sql, args, func(b []byte) error {
 		e, err := decodeEvent(b)

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -341,6 +342,40 @@ func TestSearchDecodesVariedEvents(t *testing.T) {
 				continue // invalid UTF-8, replaced in JSON
 			}
 			t.Errorf("event %s: %s", w.EventID, d)
+		}
+	}
+}
+
+// An export with Bodies carries the recorded bodies as written; one without leaves them out.
+func TestExportWithBodies(t *testing.T) {
+	events := storetest.Varied("gw-bodies", 1)
+	g := &Engine{Querier: openStore(t, events)}
+	req := Request{From: time.Unix(0, 0), To: time.Date(2299, 1, 1, 0, 0, 0, 0, time.UTC), OrderBy: "time asc"}
+	for _, bodies := range []bool{true, false} {
+		req.Bodies = bodies
+		got := map[string]*event.Event{}
+		if _, err := g.Export(context.Background(), req, func(e *event.Event) error { got[e.EventID] = e; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		withBodies := 0
+		for _, w := range events {
+			e, ok := got[w.EventID]
+			if !ok {
+				t.Fatalf("event at %s not exported", w.Time)
+			}
+			wantReq, wantResp := w.RequestBody, w.ResponseBody
+			if !bodies {
+				wantReq, wantResp = nil, nil
+			}
+			if !bytes.Equal(e.RequestBody, wantReq) || !bytes.Equal(e.ResponseBody, wantResp) {
+				t.Errorf("bodies=%v, event %s: bodies %.40q %.40q, want %.40q %.40q", bodies, w.EventID, e.RequestBody, e.ResponseBody, wantReq, wantResp)
+			}
+			if len(e.RequestBody) > 0 {
+				withBodies++
+			}
+		}
+		if bodies && withBodies == 0 {
+			t.Error("no exported event has a body")
 		}
 	}
 }

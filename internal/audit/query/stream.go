@@ -12,6 +12,11 @@ import (
 // slower), small enough that a chunk (about 10 MB of JSON) is all that is ever held.
 const exportChunk = 10_000
 
+// exportBodyChunk is the keyset step of an export with bodies (Request.Bodies): a recorded body
+// is up to audit.maxBodyBytes (64 KiB by default) each way, and the embedded store answers a
+// step in one piece, so by default a step holds at most about 130 MB of bodies.
+const exportBodyChunk = 1_000
+
 func (g *Engine) exportChunk() int {
 	if g.ExportChunk > 0 {
 		return g.ExportChunk
@@ -29,6 +34,9 @@ func (g *Engine) Export(ctx context.Context, req Request, fn func(*event.Event) 
 	}
 	var n int64
 	chunk := g.exportChunk()
+	if req.Bodies {
+		chunk = min(chunk, exportBodyChunk)
+	}
 	for {
 		var last *event.Event
 		rows := 0

@@ -36,6 +36,10 @@ const (
 	ExportFormat_EXPORT_FORMAT_JSONL ExportFormat = 1
 	// Comma-separated values with a header line (text/csv).
 	ExportFormat_EXPORT_FORMAT_CSV ExportFormat = 2
+	// One Kubernetes audit event (audit.k8s.io/v1 Event) as JSON per line
+	// (application/x-ndjson), as kube-apiserver's log backend writes them: for
+	// Falco's k8saudit plugin and SIEM parsers of the API server's audit log.
+	ExportFormat_EXPORT_FORMAT_K8S ExportFormat = 3
 )
 
 // Enum value maps for ExportFormat.
@@ -44,11 +48,13 @@ var (
 		0: "EXPORT_FORMAT_UNSPECIFIED",
 		1: "EXPORT_FORMAT_JSONL",
 		2: "EXPORT_FORMAT_CSV",
+		3: "EXPORT_FORMAT_K8S",
 	}
 	ExportFormat_value = map[string]int32{
 		"EXPORT_FORMAT_UNSPECIFIED": 0,
 		"EXPORT_FORMAT_JSONL":       1,
 		"EXPORT_FORMAT_CSV":         2,
+		"EXPORT_FORMAT_K8S":         3,
 	}
 )
 
@@ -1483,11 +1489,12 @@ const file_kaccess_v1_audit_proto_rawDesc = "" +
 	"\x12evidence_event_ids\x18\x06 \x03(\tR\x10evidenceEventIds\x12@\n" +
 	"\x0elast_seen_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x18\n" +
 	"\acluster\x18\b \x01(\tR\acluster\x12\x14\n" +
-	"\x05count\x18\t \x01(\x03R\x05count*]\n" +
+	"\x05count\x18\t \x01(\x03R\x05count*t\n" +
 	"\fExportFormat\x12\x1d\n" +
 	"\x19EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EXPORT_FORMAT_JSONL\x10\x01\x12\x15\n" +
-	"\x11EXPORT_FORMAT_CSV\x10\x022\x84\a\n" +
+	"\x11EXPORT_FORMAT_CSV\x10\x02\x12\x15\n" +
+	"\x11EXPORT_FORMAT_K8S\x10\x032\x84\a\n" +
 	"\fAuditService\x12\x82\x01\n" +
 	"\fSearchEvents\x12\x1f.kaccess.v1.SearchEventsRequest\x1a .kaccess.v1.SearchEventsResponse\"/\x92A\x15\x12\x13Search audit events\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditevents\x12\x87\x01\n" +
 	"\n" +
