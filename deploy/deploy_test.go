@@ -11,7 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/testenv"
 )
@@ -56,5 +58,22 @@ func TestShippedGatewayConfigIsValid(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no ConfigMap with gateway.yaml in kubernetes/gateway.yaml")
+	}
+}
+
+// The API server's audit setup in kubernetes/apiserver-audit loads as kube-apiserver loads it:
+// the policy with k8s.io/apiserver's own loader (the gateway's end-to-end test runs a real
+// API server with it), the webhook kubeconfig with client-go's.
+func TestAPIServerAuditSetupLoads(t *testing.T) {
+	if _, err := event.LoadPolicyFile(filepath.Join("kubernetes", "apiserver-audit", "audit-policy.yaml")); err != nil {
+		t.Fatalf("audit policy: %v", err)
+	}
+	kc, err := clientcmd.LoadFromFile(filepath.Join("kubernetes", "apiserver-audit", "audit-webhook.kubeconfig"))
+	if err != nil {
+		t.Fatalf("webhook kubeconfig: %v", err)
+	}
+	cl := kc.Clusters[kc.Contexts[kc.CurrentContext].Cluster]
+	if cl == nil || !strings.Contains(cl.Server, "/audit-webhook/") || kc.AuthInfos["kube-apiserver"].TokenFile == "" {
+		t.Fatalf("webhook kubeconfig: cluster %+v", cl)
 	}
 }

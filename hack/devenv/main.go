@@ -5,6 +5,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +23,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kaccess/kaccess/internal/testenv"
+	"github.com/kaccess/kaccess/internal/tlsutil"
 )
 
 const (
@@ -45,8 +48,14 @@ func run() error {
 		return err
 	}
 
+	// The API server sends its own audit events to the gateway (deploy/kubernetes/apiserver-audit),
+	// so requests made around the gateway are on the record too.
+	webhookArgs, webhookToken, err := apiServerAudit(root)
+	if err != nil {
+		return err
+	}
 	fmt.Println(">> starting etcd and kube-apiserver (a few seconds)")
-	cluster, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(root, "cluster")})
+	cluster, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(root, "cluster"), APIServerArgs: webhookArgs})
 	if err != nil {
 		return err
 	}
@@ -100,10 +109,12 @@ access:
   policyFile: %q
 audit:
   auditorGroups: ["corp:team-leads"]
+  webhook:
+    tokenFile: %q
 log:
   level: info
 `, gatewayAddr, opsAddr, filepath.Join(root, "gateway"), cluster.URL, cluster.CAFile, cluster.GatewayTokenFile,
-		ad.URL, ad.CAFile, ad.ServiceDN, bindPasswordFile, ad.BaseDN, policyPath)
+		ad.URL, ad.CAFile, ad.ServiceDN, bindPasswordFile, ad.BaseDN, policyPath, webhookToken)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -174,12 +185,17 @@ Every request is recorded in the embedded audit store under %s; team leads are a
   KACCESS_HOME=%s bin/kaccess audit search --since 1h --filter 'user = "alice"'
   KACCESS_HOME=%s bin/kaccess audit detect --since 24h
 
+The API server sends its own audit events too, so going around the gateway is on record:
+  kubectl --kubeconfig %s -n demo create configmap direct-change
+  KACCESS_HOME=%s bin/kaccess audit search --since 1h --filter 'source = "apiserver" AND user = "kaccess-admin"'
+  KACCESS_HOME=%s bin/kaccess audit detect --since 1h --name gateway-bypass
+
 Stop with Ctrl-C.
 `, server, opsAddr, rel("gateway.log"), cluster.URL, rel("admin.kubeconfig"), ad.URL,
 		demoPassword, rel("policy.yaml"), demoNS, rel("bob.kubeconfig"),
 		server, rel("ca.crt"), server, rel("kubeconfig"), rel("kubeconfig"), rel("kubeconfig"), rel("bob.kubeconfig"),
 		rel("carol"), server, rel("ca.crt"), rel("carol"), rel("kubeconfig"), rel("policy.yaml"), rel("admin.kubeconfig"),
-		rel("gateway/audit"), rel("carol"), rel("carol"))
+		rel("gateway/audit"), rel("carol"), rel("carol"), rel("admin.kubeconfig"), rel("carol"), rel("carol"))
 
 	done := make(chan error, 1)
 	go func() { done <- gw.Wait() }()
@@ -190,6 +206,45 @@ Stop with Ctrl-C.
 		return fmt.Errorf("the gateway exited: %v; see %s", err, logFile.Name())
 	}
 	return nil
+}
+
+// apiServerAudit prepares the API server's audit webhook to the gateway: the gateway's CA made
+// ahead (the gateway keeps it), a token, the webhook kubeconfig, and the flags with the policy
+// from deploy/. It returns the flags and the token file for the gateway's config.
+func apiServerAudit(root string) (args []string, tokenFile string, err error) {
+	_, _, caPEM, err := tlsutil.EnsureSelfSigned(filepath.Join(root, "gateway", "tls"), []string{"localhost", "127.0.0.1"}, time.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	tokenFile = filepath.Join(root, "audit-webhook-token")
+	if _, err := os.Stat(tokenFile); err != nil {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		if err := os.WriteFile(tokenFile, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+			return nil, "", err
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["kaccess"] = &clientcmdapi.Cluster{Server: "https://" + gatewayAddr + "/audit-webhook/local", CertificateAuthorityData: caPEM}
+	kc.AuthInfos["kube-apiserver"] = &clientcmdapi.AuthInfo{TokenFile: tokenFile}
+	kc.Contexts["kaccess"] = &clientcmdapi.Context{Cluster: "kaccess", AuthInfo: "kube-apiserver"}
+	kc.CurrentContext = "kaccess"
+	webhookConfig := filepath.Join(root, "audit-webhook.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, webhookConfig); err != nil {
+		return nil, "", err
+	}
+	policy, err := filepath.Abs(filepath.Join("deploy", "kubernetes", "apiserver-audit", "audit-policy.yaml"))
+	if err != nil {
+		return nil, "", err
+	}
+	return []string{
+		"--audit-policy-file=" + policy,
+		"--audit-webhook-config-file=" + webhookConfig,
+		"--audit-webhook-batch-max-wait=2s",
+		"--audit-webhook-initial-backoff=30s",
+		"--audit-log-path=" + filepath.Join(root, "apiserver-audit.log"),
+		"--audit-log-format=json",
+	}, tokenFile, nil
 }
 
 // demoPassword is alice's password in the demo directory (a throwaway domain on loopback).

@@ -26,20 +26,8 @@ import (
 	"github.com/kaccess/kaccess/internal/tlsutil"
 )
 
-// webhookPolicy is the API server's audit policy in the test: what deploy/ suggests, every
-// request at Metadata, without the RequestReceived stage, and without the gateway's own
-// reads (its watches and lease checks would drown the record).
-const webhookPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-- level: None
-  users: ["kaccess-gateway"]
-  verbs: ["get", "list", "watch"]
-- level: None
-  nonResourceURLs: ["/healthz*", "/livez*", "/readyz*", "/version"]
-- level: Metadata
-`
+// webhookPolicy is the audit policy deploy/ suggests for the API server.
+const webhookPolicy = "../../deploy/kubernetes/apiserver-audit/audit-policy.yaml"
 
 // webhookRig is a kube-apiserver whose audit webhook posts to a gateway, with its log backend
 // written in parallel, and that gateway (restartable on the same address, state and store).
@@ -72,11 +60,11 @@ func newWebhookRig(t *testing.T) *webhookRig {
 	kc.Contexts["kaccess"] = &clientcmdapi.Context{Cluster: "kaccess", AuthInfo: "apiserver"}
 	kc.CurrentContext = "kaccess"
 	whConfig := filepath.Join(dir, "audit-webhook.kubeconfig")
-	policy := filepath.Join(dir, "audit-policy.yaml")
-	if err := clientcmd.WriteToFile(*kc, whConfig); err != nil {
+	policy, err := filepath.Abs(webhookPolicy)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(policy, []byte(webhookPolicy), 0o600); err != nil {
+	if err := clientcmd.WriteToFile(*kc, whConfig); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "webhook.token"), []byte(r.token+"\n"), 0o600); err != nil {
@@ -88,6 +76,9 @@ func newWebhookRig(t *testing.T) *webhookRig {
 		"--audit-policy-file=" + policy,
 		"--audit-webhook-config-file=" + whConfig,
 		"--audit-webhook-batch-max-wait=1s",
+		// As deploy/ suggests: a failed batch is retried after 30 s, then 1.5 times longer each
+		// time (5 tries), which rides out a gateway outage of about four minutes.
+		"--audit-webhook-initial-backoff=30s",
 		"--audit-log-path=" + r.logPath,
 		"--audit-log-format=json",
 		"--audit-log-mode=blocking",
