@@ -228,8 +228,9 @@ func (s *Service) review(ctx context.Context, caller Identity, name, comment str
 		return nil, err
 	}
 	var now time.Time
+	var seen *AccessRequest
 	out, t, err := s.store.change(ctx, name, func(r *AccessRequest) (Transition, error) {
-		now = s.cfg.Clock.Now()
+		now, seen = s.cfg.Clock.Now(), r
 		if _, due := Expire(r, now, s.cfg.PendingTTL); due {
 			return Transition{}, fmt.Errorf("%w: %s expired before it was decided", ErrFinal, name)
 		}
@@ -246,6 +247,11 @@ func (s *Service) review(ctx context.Context, caller Identity, name, comment str
 		return nil
 	})
 	if err != nil {
+		verb := "approve"
+		if action == ActionDenied {
+			verb = "deny"
+		}
+		s.recordRefused(ctx, seen, verb, caller, comment, err, now)
 		return nil, s.storeErr(ctx, err)
 	}
 	s.log.InfoContext(ctx, "access request reviewed", "request", name, "action", string(t.Action),
@@ -261,8 +267,9 @@ func (s *Service) Revoke(ctx context.Context, caller Identity, name, comment str
 		return nil, err
 	}
 	var now time.Time
+	var seen *AccessRequest
 	out, _, err := s.store.change(ctx, name, func(r *AccessRequest) (Transition, error) {
-		now = s.cfg.Clock.Now()
+		now, seen = s.cfg.Clock.Now(), r
 		return Revoke(r, elevation(p, r.Spec.Elevation), caller, now)
 	}, func(r *AccessRequest, t Transition) error {
 		if err := record(s.cfg.Recorder, events(r, t, caller, comment, now)); err != nil {
@@ -271,10 +278,23 @@ func (s *Service) Revoke(ctx context.Context, caller Identity, name, comment str
 		return nil
 	})
 	if err != nil {
+		s.recordRefused(ctx, seen, "revoke", caller, comment, err, now)
 		return nil, s.storeErr(ctx, err)
 	}
 	s.log.InfoContext(ctx, "access request revoked", "request", name, "by", caller.User)
 	return out, nil
+}
+
+// recordRefused puts a review or revocation refused with ErrForbidden on the audit record
+// (other errors are not the caller's lack of rights). The caller is refused either way, so
+// a failure to record it is only logged.
+func (s *Service) recordRefused(ctx context.Context, r *AccessRequest, verb string, caller Identity, comment string, err error, now time.Time) {
+	if r == nil || !errors.Is(err, ErrForbidden) {
+		return
+	}
+	if rerr := s.cfg.Recorder.Record(refusedEvent(r, verb, caller, comment, err, now)); rerr != nil {
+		s.log.ErrorContext(ctx, "refused access request "+verb+" not recorded in the audit log", "request", r.Name, "error", rerr)
+	}
 }
 
 // expireIfDue marks request name expired if it is due, so a late review meets a final state.

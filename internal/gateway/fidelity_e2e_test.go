@@ -3,6 +3,9 @@ package gateway
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,4 +146,115 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+const fidelityPolicy = `apiVersion: kaccess.io/v1alpha1
+kind: AccessPolicy
+roles:
+- name: fid-secret-reader
+  rules: [{apiGroups: [""], resources: ["secrets"], verbs: ["get"]}]
+elevations:
+- name: fid-read-secrets
+  role: fid-secret-reader
+  namespaces: ["fid-state"]
+  requesters: ["fid:devs"]
+  approvers: ["fid:leads"]
+  maxDuration: 30m
+`
+
+// State events say what the API answered the person who made the change, with a decision to
+// match: a login and a logout (200), a wrong password (401, refused), an access request made
+// (200), a self-approval refused (403), an approval granting access (200, with the grant), a
+// denial (200: the denial was made), a revocation ending the grant, and the RBAC the policy
+// made (201 from the API server).
+func TestStateEventsRecordWhatTheAPIAnswered(t *testing.T) {
+	c, ad := testenv.Shared(t), testenv.SharedAD(t)
+	ctx := context.Background()
+	if err := ad.CreateUser(ctx, "fid-ann", "Passw0rd-ann"); err != nil {
+		t.Fatal(err)
+	}
+	c.MustNamespace(t, "fid-state")
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(fidelityPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open, store := embeddedStore(t)
+	g := startGateway(t, func(cfg *config.Config) {
+		adDirectory(t)(cfg)
+		cfg.Access.PolicyFile = policyFile
+		cfg.Audit.Batch.FlushInterval = config.Duration(50 * time.Millisecond)
+	}, WithAuditStore(open))
+
+	ann := adLogin(t, g, "fid-ann", "Passw0rd-ann")
+	if code, out := api(t, g, "POST", "/v1/auth:login", "", map[string]string{"source": "corp", "username": "fid-ann", "password": "wrong"}); code != 401 {
+		t.Fatalf("wrong password: %d %v", code, out)
+	}
+	if code, out := api(t, g, "POST", "/v1/auth:logout", ann, map[string]any{}); code != 200 {
+		t.Fatalf("logout: %d %v", code, out)
+	}
+
+	dev, lead := g.mint(t, "fid-dev", "fid:devs"), g.mint(t, "fid-lead", "fid:leads")
+	create := func() string {
+		t.Helper()
+		code, out := api(t, g, "POST", "/v1/accessrequests", dev, map[string]any{"elevation": "fid-read-secrets", "duration": "600s", "reason": "INC-7"})
+		if code != 200 {
+			t.Fatalf("create request: %d %v", code, out)
+		}
+		return out["accessRequest"].(map[string]any)["name"].(string)
+	}
+	granted, denied := create(), create()
+	for _, step := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"self-approval", granted + ":approve", dev, 403},
+		{"approval", granted + ":approve", lead, 200},
+		{"denial", denied + ":deny", lead, 200},
+		{"revocation", granted + ":revoke", dev, 200},
+	} {
+		if code, out := api(t, g, "POST", "/v1/accessrequests/"+step.path, step.token, map[string]any{}); code != step.want {
+			t.Fatalf("%s: %d %v, want %d", step.name, code, out, step.want)
+		}
+	}
+
+	type row struct {
+		kind, user, action string
+		code               int
+		decision           event.Decision
+		reason             string
+	}
+	want := []row{
+		{"login", "fid-ann", "", 200, event.DecisionAllow, ""},
+		{"login_failed", "fid-ann", "", 401, event.DecisionRefused, "invalid_credentials"},
+		{"logout", "fid-ann", "", 200, event.DecisionAllow, ""},
+		{"access_request", "fid-dev", "created", 200, event.DecisionAllow, ""},
+		{"access_request", "fid-dev", "created", 200, event.DecisionAllow, ""},
+		{"access_request", "fid-dev", "approve", 403, event.DecisionRefused, "self_approval"},
+		{"access_request", "fid-lead", "approved", 200, event.DecisionAllow, ""},
+		{"grant", "fid-lead", "approved", 200, event.DecisionAllow, ""},
+		{"access_request", "fid-lead", "denied", 200, event.DecisionAllow, ""},
+		{"access_request", "fid-dev", "revoked", 200, event.DecisionAllow, ""},
+		{"grant_revoked", "fid-dev", "revoked", 200, event.DecisionAllow, ""},
+	}
+	isState := func(e *event.Event) bool {
+		return e.Kind != event.KindRequest && e.Kind != event.KindRBACChange && e.Kind != event.KindAuditQuery &&
+			(strings.HasPrefix(e.User, "fid-") || e.Extra["request"] == granted || e.Extra["request"] == denied)
+	}
+	evs := storedEvents(t, store, len(want), isState)
+	slices.SortFunc(evs, func(a, b *event.Event) int { return strings.Compare(a.EventID, b.EventID) })
+	var got []row
+	for _, e := range evs {
+		got = append(got, row{string(e.Kind), e.User, e.Extra["action"], e.ResponseCode, e.Decision, e.RefusalReason})
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("state events:\n%v\nwant\n%v", got, want)
+	}
+
+	// The RBAC the policy asked for, as the API server answered the leader's writes.
+	rbac := storedEvents(t, store, 1, func(e *event.Event) bool {
+		return e.Kind == event.KindRBACChange && e.Name == "kaccess:fid-secret-reader"
+	})
+	if e := rbac[0]; e.Verb != "create" || e.Resource != "clusterroles" || e.ResponseCode != 201 || e.Decision != event.DecisionAllow {
+		t.Errorf("rbac_change: %+v", e)
+	}
 }
