@@ -164,6 +164,9 @@ const (
 	ScopeToReview
 	// ScopeAll: the caller's own and every request of an elevation the caller approves.
 	ScopeAll
+	// ScopeMineAndToReview: the caller's own, and the pending requests of others the caller
+	// may approve and has not reviewed.
+	ScopeMineAndToReview
 )
 
 // List returns the requests of scope, newest first.
@@ -177,27 +180,19 @@ func (s *Service) List(ctx context.Context, caller Identity, scope Scope) ([]*Ac
 	var out []*AccessRequest
 	for _, r := range all {
 		mine := sameperson(caller, r.Spec.Requester.User, r.Spec.Requester.UID)
+		var in bool
 		switch scope {
 		case ScopeMine:
-			if mine {
-				out = append(out, r)
-			}
+			in = mine
 		case ScopeToReview:
-			if _, due := Expire(r, now, s.cfg.PendingTTL); due {
-				continue
-			}
-			e := elevation(p, r.Spec.Elevation)
-			if e == nil || reviewable(r, e, caller, "approve") != nil {
-				continue
-			}
-			if mine && !boolOr(e.AllowSelfApproval, false) {
-				continue
-			}
-			out = append(out, r)
+			in = s.toReview(r, p, caller, mine, now)
+		case ScopeMineAndToReview:
+			in = mine || s.toReview(r, p, caller, false, now)
 		default:
-			if visible(r, p, caller) {
-				out = append(out, r)
-			}
+			in = visible(r, p, caller)
+		}
+		if in {
+			out = append(out, r)
 		}
 	}
 	slices.SortFunc(out, func(a, b *AccessRequest) int {
@@ -207,6 +202,20 @@ func (s *Service) List(ctx context.Context, caller Identity, scope Scope) ([]*Ac
 		return strings.Compare(a.Name, b.Name)
 	})
 	return out, nil
+}
+
+// toReview reports whether r waits for caller's review: pending, not due to expire, of an
+// elevation caller approves, not reviewed by caller yet, and not caller's own (mine) unless
+// the elevation allows self-approval.
+func (s *Service) toReview(r *AccessRequest, p *policy.Policy, caller Identity, mine bool, now time.Time) bool {
+	if _, due := Expire(r, now, s.cfg.PendingTTL); due {
+		return false
+	}
+	e := elevation(p, r.Spec.Elevation)
+	if e == nil || reviewable(r, e, caller, "approve") != nil {
+		return false
+	}
+	return !mine || boolOr(e.AllowSelfApproval, false)
 }
 
 // Approve adds caller's approval to request name.
