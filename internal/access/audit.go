@@ -2,6 +2,7 @@ package access
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -71,7 +72,10 @@ func events(r *AccessRequest, t Transition, actor Identity, comment string, now 
 		e.APIGroup, e.APIVersion, e.Resource = Group, Version, Resource
 		e.Namespace, e.Name = r.Namespace, r.Name
 		e.GrantIDs = []string{r.Name}
-		e.Decision = event.DecisionAllow
+		// What the API answered the person who made the change (200: AccessService answers
+		// creates with the request, as Google APIs do), or, for an expiry, what the API
+		// server answered the controller's status update.
+		e.SetStateOutcome(http.StatusOK, "")
 		e.Extra = make(map[string]string, len(extra)+1)
 		for k, v := range extra {
 			e.Extra[k] = v
@@ -90,6 +94,23 @@ func events(r *AccessRequest, t Transition, actor Identity, comment string, now 
 		out = append(out, g)
 	}
 	return out
+}
+
+// refusedEvent is the audit event of a review or revocation the caller was refused (verb
+// approve, deny or revoke): 403, as the API answers it, and why. A person approving their own
+// request or one they are no approver of is worth seeing, even though nothing changed.
+func refusedEvent(r *AccessRequest, verb string, actor Identity, comment string, refusal error, now time.Time) *event.Event {
+	e := events(r, Transition{Action: Action(verb), Status: r.Status}, actor, comment, now)[0]
+	e.Extra["refused"] = refusal.Error()
+	reason := "not_an_approver"
+	switch {
+	case verb == "revoke":
+		reason = "not_requester_or_approver"
+	case verb == "approve" && sameperson(actor, r.Spec.Requester.User, r.Spec.Requester.UID):
+		reason = "self_approval"
+	}
+	e.SetStateOutcome(http.StatusForbidden, reason)
+	return e
 }
 
 // record records every event; the first failure stops it and is returned.

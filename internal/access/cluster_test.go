@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/rbacsync/policy"
 )
 
@@ -120,9 +121,22 @@ func TestApprovedRequestBindsTheRoleToTheGrantGroup(t *testing.T) {
 		}
 		return nil
 	})
-	want := []string{"access_request/created", "access_request/approved", "grant/approved", "access_request/revoked", "grant_revoked/revoked"}
+	// The two refused approvals are on the record too, as refused, with why.
+	want := []string{"access_request/created", "access_request/approve", "access_request/approve", "access_request/approved",
+		"grant/approved", "access_request/revoked", "grant_revoked/revoked"}
 	if got := e.rec.actions(r.Name); !slices.Equal(got, want) {
 		t.Errorf("audit events %v, want %v", got, want)
+	}
+	var refusals []string
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	for _, ev := range e.rec.events {
+		if ev.Extra["request"] == r.Name && ev.Decision == event.DecisionRefused {
+			refusals = append(refusals, fmt.Sprint(ev.User, " ", ev.ResponseCode, " ", ev.RefusalReason))
+		}
+	}
+	if want := []string{"dave 403 self_approval", "carol 403 not_an_approver"}; !slices.Equal(refusals, want) {
+		t.Errorf("refused approvals recorded as %v, want %v", refusals, want)
 	}
 }
 

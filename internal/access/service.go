@@ -164,6 +164,9 @@ const (
 	ScopeToReview
 	// ScopeAll: the caller's own and every request of an elevation the caller approves.
 	ScopeAll
+	// ScopeMineAndToReview: the caller's own, and the pending requests of others the caller
+	// may approve and has not reviewed.
+	ScopeMineAndToReview
 )
 
 // List returns the requests of scope, newest first.
@@ -177,27 +180,19 @@ func (s *Service) List(ctx context.Context, caller Identity, scope Scope) ([]*Ac
 	var out []*AccessRequest
 	for _, r := range all {
 		mine := sameperson(caller, r.Spec.Requester.User, r.Spec.Requester.UID)
+		var in bool
 		switch scope {
 		case ScopeMine:
-			if mine {
-				out = append(out, r)
-			}
+			in = mine
 		case ScopeToReview:
-			if _, due := Expire(r, now, s.cfg.PendingTTL); due {
-				continue
-			}
-			e := elevation(p, r.Spec.Elevation)
-			if e == nil || reviewable(r, e, caller, "approve") != nil {
-				continue
-			}
-			if mine && !boolOr(e.AllowSelfApproval, false) {
-				continue
-			}
-			out = append(out, r)
+			in = s.toReview(r, p, caller, mine, now)
+		case ScopeMineAndToReview:
+			in = mine || s.toReview(r, p, caller, false, now)
 		default:
-			if visible(r, p, caller) {
-				out = append(out, r)
-			}
+			in = visible(r, p, caller)
+		}
+		if in {
+			out = append(out, r)
 		}
 	}
 	slices.SortFunc(out, func(a, b *AccessRequest) int {
@@ -207,6 +202,20 @@ func (s *Service) List(ctx context.Context, caller Identity, scope Scope) ([]*Ac
 		return strings.Compare(a.Name, b.Name)
 	})
 	return out, nil
+}
+
+// toReview reports whether r waits for caller's review: pending, not due to expire, of an
+// elevation caller approves, not reviewed by caller yet, and not caller's own (mine) unless
+// the elevation allows self-approval.
+func (s *Service) toReview(r *AccessRequest, p *policy.Policy, caller Identity, mine bool, now time.Time) bool {
+	if _, due := Expire(r, now, s.cfg.PendingTTL); due {
+		return false
+	}
+	e := elevation(p, r.Spec.Elevation)
+	if e == nil || reviewable(r, e, caller, "approve") != nil {
+		return false
+	}
+	return !mine || boolOr(e.AllowSelfApproval, false)
 }
 
 // Approve adds caller's approval to request name.
@@ -228,8 +237,9 @@ func (s *Service) review(ctx context.Context, caller Identity, name, comment str
 		return nil, err
 	}
 	var now time.Time
+	var seen *AccessRequest
 	out, t, err := s.store.change(ctx, name, func(r *AccessRequest) (Transition, error) {
-		now = s.cfg.Clock.Now()
+		now, seen = s.cfg.Clock.Now(), r
 		if _, due := Expire(r, now, s.cfg.PendingTTL); due {
 			return Transition{}, fmt.Errorf("%w: %s expired before it was decided", ErrFinal, name)
 		}
@@ -246,6 +256,11 @@ func (s *Service) review(ctx context.Context, caller Identity, name, comment str
 		return nil
 	})
 	if err != nil {
+		verb := "approve"
+		if action == ActionDenied {
+			verb = "deny"
+		}
+		s.recordRefused(ctx, seen, verb, caller, comment, err, now)
 		return nil, s.storeErr(ctx, err)
 	}
 	s.log.InfoContext(ctx, "access request reviewed", "request", name, "action", string(t.Action),
@@ -261,8 +276,9 @@ func (s *Service) Revoke(ctx context.Context, caller Identity, name, comment str
 		return nil, err
 	}
 	var now time.Time
+	var seen *AccessRequest
 	out, _, err := s.store.change(ctx, name, func(r *AccessRequest) (Transition, error) {
-		now = s.cfg.Clock.Now()
+		now, seen = s.cfg.Clock.Now(), r
 		return Revoke(r, elevation(p, r.Spec.Elevation), caller, now)
 	}, func(r *AccessRequest, t Transition) error {
 		if err := record(s.cfg.Recorder, events(r, t, caller, comment, now)); err != nil {
@@ -271,10 +287,23 @@ func (s *Service) Revoke(ctx context.Context, caller Identity, name, comment str
 		return nil
 	})
 	if err != nil {
+		s.recordRefused(ctx, seen, "revoke", caller, comment, err, now)
 		return nil, s.storeErr(ctx, err)
 	}
 	s.log.InfoContext(ctx, "access request revoked", "request", name, "by", caller.User)
 	return out, nil
+}
+
+// recordRefused puts a review or revocation refused with ErrForbidden on the audit record
+// (other errors are not the caller's lack of rights). The caller is refused either way, so
+// a failure to record it is only logged.
+func (s *Service) recordRefused(ctx context.Context, r *AccessRequest, verb string, caller Identity, comment string, err error, now time.Time) {
+	if r == nil || !errors.Is(err, ErrForbidden) {
+		return
+	}
+	if rerr := s.cfg.Recorder.Record(refusedEvent(r, verb, caller, comment, err, now)); rerr != nil {
+		s.log.ErrorContext(ctx, "refused access request "+verb+" not recorded in the audit log", "request", r.Name, "error", rerr)
+	}
 }
 
 // expireIfDue marks request name expired if it is due, so a late review meets a final state.

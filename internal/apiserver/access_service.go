@@ -167,6 +167,8 @@ func (a *accessService) ListAccessRequests(ctx context.Context, req *kaccessv1.L
 		scope = access.ScopeToReview
 	case kaccessv1.ListAccessRequestsRequest_SCOPE_ALL:
 		scope = access.ScopeAll
+	case kaccessv1.ListAccessRequestsRequest_SCOPE_MINE_AND_TO_REVIEW:
+		scope = access.ScopeMineAndToReview
 	default:
 		v.add("scope", "unknown scope")
 	}

@@ -3,6 +3,10 @@ package apiserver
 import (
 	"context"
 	"net"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/status"
 
 	"github.com/kaccess/kaccess/internal/audit/event"
 	"github.com/kaccess/kaccess/internal/authn"
@@ -29,4 +33,13 @@ func stateEvent(ctx context.Context, kind event.Kind, source string) *event.Even
 	}
 	e.SourceIP = addr
 	return e
+}
+
+// httpStatus is the status the REST API answers for err (nil: 200), which is what a state
+// event records as its response code whether the call came by gRPC or REST.
+func httpStatus(err error) int {
+	if err == nil {
+		return http.StatusOK
+	}
+	return runtime.HTTPStatusFromCode(status.Code(err))
 }

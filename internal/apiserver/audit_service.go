@@ -106,7 +106,7 @@ func (a *auditService) record(ctx context.Context, s scope, rpc string, from, to
 	e := stateEvent(ctx, event.KindAuditQuery, "")
 	e.SetIdentity(&s.id)
 	e.Verb = rpc
-	e.SetResponse(200)
+	e.SetStateOutcome(200, "")
 	e.Extra = map[string]string{"rpc": rpc, "filter": filter, "scope": "own", "rows": strconv.FormatInt(rows, 10)}
 	if s.auditor {
 		e.Extra["scope"] = "all"
@@ -142,7 +142,11 @@ func (a *auditService) refused(ctx context.Context, s scope, rpc, filter string,
 	e := stateEvent(ctx, event.KindAuditQuery, "")
 	e.SetIdentity(&s.id)
 	e.Verb = rpc
-	e.SetResponse(code)
+	why := "invalid_query"
+	if code == 403 {
+		why = "not_an_auditor"
+	}
+	e.SetStateOutcome(code, why)
 	e.Extra = map[string]string{"rpc": rpc, "filter": filter, "refused": reason}
 	if err := a.audit.Record(e); err != nil {
 		a.log.ErrorContext(ctx, "refused audit query not recorded", "rpc", rpc, "user", s.id.User, "error", err.Error())

@@ -421,7 +421,7 @@ func TestAuditServiceDetections(t *testing.T) {
 	}
 	// alice's refused run, sec's run, sec's unknown detection (a store-side error, not recorded).
 	q := rec.queries()
-	if len(q) != 2 || q[0].User != "alice" || q[0].ResponseCode != 403 || q[0].Decision != event.DecisionDeny {
+	if len(q) != 2 || q[0].User != "alice" || q[0].ResponseCode != 403 || q[0].Decision != event.DecisionRefused || q[0].RefusalReason != "not_an_auditor" {
 		t.Fatalf("recorded %d queries, want alice's refusal first: %+v", len(q), q)
 	}
 	if q[1].User != "sec" || q[1].Extra["detections"] != "secret-first-access" || q[1].Extra["rows"] != "1" {

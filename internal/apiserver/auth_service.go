@@ -75,7 +75,7 @@ func (a *authService) Login(ctx context.Context, req *kaccessv1.LoginRequest) (*
 			level = slog.LevelWarn
 		}
 		a.log.Log(ctx, level, "login", append(event, "outcome", outcome, "error", err.Error())...)
-		a.recordLoginFailure(ctx, req.GetSource(), req.GetUsername(), outcome)
+		a.recordLoginFailure(ctx, req.GetSource(), req.GetUsername(), outcome, st.Err())
 		return nil, st.Err()
 	}
 
@@ -103,6 +103,7 @@ func (a *authService) startSession(ctx context.Context, event []any, id *authn.I
 	rec.User, rec.UID, rec.Groups = claims.User, claims.UID, claims.Groups
 	rec.SessionIDHash = auditevent.HashSessionID(claims.SessionID)
 	rec.Extra = map[string]string{"method": method, "expire_time": claims.ExpiresAt.UTC().Format(time.RFC3339)}
+	rec.SetStateOutcome(httpStatus(nil), "")
 	if err := a.audit.Record(rec); err != nil {
 		a.log.ErrorContext(ctx, "login", append(event, "outcome", "audit_error", "error", err.Error())...)
 		return "", session.Claims{}, status.Error(codes.Unavailable, "the login could not be recorded in the audit log, so no session was started; try again later")
@@ -177,6 +178,7 @@ func (a *authService) Logout(ctx context.Context, _ *kaccessv1.LogoutRequest) (*
 	rec := stateEvent(ctx, auditevent.KindLogout, id.Source)
 	rec.User, rec.UID, rec.Groups = id.User, id.UID, id.Groups
 	rec.SessionIDHash = auditevent.HashSessionID(id.SessionID)
+	rec.SetStateOutcome(httpStatus(nil), "")
 	if err := a.audit.Record(rec); err != nil {
 		a.log.ErrorContext(ctx, "logout not recorded in the audit log", append(event, "error", err.Error())...)
 	}
@@ -267,11 +269,14 @@ func (a *authService) ExchangeToken(ctx context.Context, req *kaccessv1.Exchange
 			}
 		}
 		a.log.InfoContext(ctx, "login", append(event, "outcome", authn.FailureReason(err), "error", err.Error())...)
-		a.recordLoginFailure(ctx, req.GetSource(), "", authn.FailureReason(err))
-		return nil, status.Error(code, msg)
+		refusal := status.Error(code, msg)
+		a.recordLoginFailure(ctx, req.GetSource(), "", authn.FailureReason(err), refusal)
+		return nil, refusal
 	case !ok || id == nil || id.User == "":
 		a.log.InfoContext(ctx, "login", append(event, "outcome", "unknown_issuer")...)
-		return nil, status.Error(codes.Unauthenticated, "the ID token is not from the issuer of source "+strconv.Quote(req.GetSource()))
+		refusal := status.Error(codes.Unauthenticated, "the ID token is not from the issuer of source "+strconv.Quote(req.GetSource()))
+		a.recordLoginFailure(ctx, req.GetSource(), "", "unknown_issuer", refusal)
+		return nil, refusal
 	}
 	event = append(event, "user", id.User)
 	token, claims, err := a.startSession(ctx, event, id, req.GetSource(), id.ExpiresAt, "id_token")
@@ -283,11 +288,14 @@ func (a *authService) ExchangeToken(ctx context.Context, req *kaccessv1.Exchange
 }
 
 // recordLoginFailure puts a refused login on the audit record (the name as typed: it may not
-// exist). A failure to record it is logged; the login is refused either way.
-func (a *authService) recordLoginFailure(ctx context.Context, source, user, outcome string) {
+// exist), with the status the caller got for refusal and the outcome as the reason: refused
+// for what the gateway turned down (401 wrong credentials, 403 a disabled, locked or expired
+// account, 429 too many attempts), error for what failed (503 the directory or issuer is
+// down, 504, 499). A failure to record it is logged; the login is refused either way.
+func (a *authService) recordLoginFailure(ctx context.Context, source, user, outcome string, refusal error) {
 	rec := stateEvent(ctx, auditevent.KindLoginFailed, source)
 	rec.User = user
-	rec.Decision = auditevent.DecisionDeny
+	rec.SetStateOutcome(httpStatus(refusal), outcome)
 	rec.Extra = map[string]string{"outcome": outcome}
 	if err := a.audit.Record(rec); err != nil {
 		a.log.ErrorContext(ctx, "failed login not recorded in the audit log", "error", err.Error())

@@ -78,6 +78,12 @@ type testServer struct {
 // directory cannot be reached) and "busy" (rate limited).
 func startServer(t *testing.T) *testServer {
 	t.Helper()
+	return startServerRecording(t, discard{})
+}
+
+// startServerRecording is startServer with state events going to rec.
+func startServerRecording(t *testing.T, rec Recorder) *testServer {
+	t.Helper()
 	certFile, keyFile, caPEM, err := tlsutil.EnsureSelfSigned(t.TempDir(), []string{"127.0.0.1", "localhost"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +116,7 @@ func startServer(t *testing.T) *testServer {
 			"down": {Type: "ldap", Passwords: failingSource(fmt.Errorf("%w: dial ldaps://127.0.0.1:1: connection refused", authn.ErrDirectoryUnavailable))},
 			"busy": {Type: "ldap", Passwords: failingSource(fmt.Errorf("%w: 5 failures in 1m", authn.ErrTooManyAttempts))},
 		},
+		Audit:  rec,
 		Logger: log,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}},
 	})

@@ -153,21 +153,31 @@ func waitForDecision(ctx context.Context, out io.Writer, format string, c kacces
 
 func newRequestListCommand(s Streams, getStore func() (Store, error)) *cobra.Command {
 	var o accessOptions
-	var pending, all bool
+	var mine, pending, all bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List your requests, those waiting for your review (--pending), or all you may see (--all)",
-		Args:  cobra.NoArgs,
+		Short: "List the requests waiting for your review and your own (or only --mine, only --pending, or --all you may see)",
+		Long: `Without flags, list what waits for you: the pending requests of others you may approve and
+have not reviewed yet, and your own requests, newest first.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if pending && all {
-				return errors.New("--pending and --all exclude each other")
+			req := &kaccessv1.ListAccessRequestsRequest{Scope: kaccessv1.ListAccessRequestsRequest_SCOPE_MINE_AND_TO_REVIEW}
+			set := 0
+			for _, f := range []struct {
+				on    bool
+				scope kaccessv1.ListAccessRequestsRequest_Scope
+			}{
+				{mine, kaccessv1.ListAccessRequestsRequest_SCOPE_MINE},
+				{pending, kaccessv1.ListAccessRequestsRequest_SCOPE_TO_REVIEW},
+				{all, kaccessv1.ListAccessRequestsRequest_SCOPE_ALL},
+			} {
+				if f.on {
+					req.Scope = f.scope
+					set++
+				}
 			}
-			req := &kaccessv1.ListAccessRequestsRequest{Scope: kaccessv1.ListAccessRequestsRequest_SCOPE_MINE}
-			switch {
-			case pending:
-				req.Scope = kaccessv1.ListAccessRequestsRequest_SCOPE_TO_REVIEW
-			case all:
-				req.Scope = kaccessv1.ListAccessRequestsRequest_SCOPE_ALL
+			if set > 1 {
+				return errors.New("--mine, --pending and --all exclude each other")
 			}
 			return accessCall(cmd.Context(), getStore, &o, func(ctx context.Context, c kaccessv1.AccessServiceClient) error {
 				list := &kaccessv1.ListAccessRequestsResponse{}
@@ -191,8 +201,9 @@ func newRequestListCommand(s Streams, getStore func() (Store, error)) *cobra.Com
 		},
 	}
 	o.flags(cmd)
-	cmd.Flags().BoolVar(&pending, "pending", false, "requests waiting for your review")
-	cmd.Flags().BoolVar(&all, "all", false, "your requests and all of the elevations you approve")
+	cmd.Flags().BoolVar(&mine, "mine", false, "only your own requests")
+	cmd.Flags().BoolVar(&pending, "pending", false, "only the requests waiting for your review")
+	cmd.Flags().BoolVar(&all, "all", false, "your requests and all of the elevations you approve, whatever their state")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -61,7 +62,7 @@ func (b *lockedBuffer) String() string {
 
 // accessGateway serves the gateway API with AccessService on the shared cluster and returns
 // its URL and a session store per user (alice requests and is an approver too, bob
-// approves, eve is neither).
+// approves, dan only requests, eve is neither).
 func accessGateway(t *testing.T) (string, map[string]Store) {
 	t.Helper()
 	c := testenv.Shared(t)
@@ -107,7 +108,7 @@ func accessGateway(t *testing.T) (string, map[string]Store) {
 	t.Cleanup(srv.Close)
 	url := "https://" + ln.Addr().String()
 	stores := map[string]Store{}
-	for user, groups := range map[string][]string{"alice": {"corp:devs", "corp:sre"}, "bob": {"corp:sre"}, "eve": {"corp:other"}} {
+	for user, groups := range map[string][]string{"alice": {"corp:devs", "corp:sre"}, "bob": {"corp:sre"}, "dan": {"corp:devs"}, "eve": {"corp:other"}} {
 		tok, claims, err := mgr.Mint(context.Background(), session.Claims{User: user, Groups: groups, Source: "test"})
 		if err != nil {
 			t.Fatal(err)
@@ -260,5 +261,98 @@ func TestRequestWaitEndsWithAnErrorWhenDenied(t *testing.T) {
 	err := <-done
 	if err == nil || !strings.Contains(err.Error(), "access request "+name+" was denied") || !strings.Contains(out.String(), "not now") {
 		t.Errorf("create --wait on a denied request: %v\n%s", err, out)
+	}
+}
+
+// names returns the request names in a "kaccess request list" table, in order.
+func names(t *testing.T, table string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(table), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 0 {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+// Without flags, "request list" shows what waits for the caller: the pending requests of others
+// they may approve and have not reviewed, and their own; --mine, --pending and --all narrow
+// or widen it.
+func TestRequestListShowsWhatWaitsForTheCaller(t *testing.T) {
+	url, users := accessGateway(t)
+	alice, bob, dan, eve := users["alice"], users["bob"], users["dan"], users["eve"]
+	create := func(who Store) string {
+		t.Helper()
+		out, err := runAs(t, who, "request", "create", "cli-view", "--for", "10m", "--reason", "list test", "-o", "json", "--server", url)
+		var r struct {
+			Name string `json:"name"`
+		}
+		if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Name == "" {
+			t.Fatalf("create: %v %s", err, out)
+		}
+		return r.Name
+	}
+	forDan, forAlice := create(dan), create(alice)
+	t.Cleanup(func() {
+		// Later tests expect nothing pending for bob.
+		_, _ = runAs(t, alice, "request", "revoke", forAlice, "--server", url)
+		_, _ = runAs(t, dan, "request", "revoke", forDan, "--server", url)
+	})
+	list := func(who Store, flags ...string) []string {
+		t.Helper()
+		out, err := runAs(t, who, append([]string{"request", "list", "--server", url}, flags...)...)
+		if err != nil {
+			t.Fatalf("list %v: %v", flags, err)
+		}
+		if strings.TrimSpace(out) == "No access requests." {
+			return nil
+		}
+		return names(t, out)
+	}
+	has := func(got []string, want ...string) bool {
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				return false
+			}
+		}
+		return true
+	}
+
+	// alice approves and requests: dan's request waits for her, and her own is there.
+	if got := list(alice); !has(got, forAlice, forDan) {
+		t.Errorf("alice's list: %v, want %s and %s", got, forAlice, forDan)
+	}
+	if got := list(bob); !has(got, forAlice, forDan) {
+		t.Errorf("bob's list: %v, want both pending requests", got)
+	}
+	if got := list(dan); !slices.Equal(got, []string{forDan}) {
+		t.Errorf("dan's list: %v, want only his own %s", got, forDan)
+	}
+	if got := list(eve); got != nil {
+		t.Errorf("eve's list: %v, want none", got)
+	}
+	if got := list(alice, "--pending"); !has(got, forDan) || slices.Contains(got, forAlice) {
+		t.Errorf("alice --pending: %v, want %s and not her own", got, forDan)
+	}
+	if got := list(alice, "--mine"); !has(got, forAlice) || slices.Contains(got, forDan) {
+		t.Errorf("alice --mine: %v, want %s and not dan's", got, forDan)
+	}
+
+	// Once alice approved dan's request, it waits for nobody: gone from her list, in --all.
+	if _, err := runAs(t, alice, "request", "approve", forDan, "--server", url); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(alice); slices.Contains(got, forDan) || !has(got, forAlice) {
+		t.Errorf("alice's list after approving: %v, want %s without %s", got, forAlice, forDan)
+	}
+	if got := list(bob); slices.Contains(got, forDan) || !has(got, forAlice) {
+		t.Errorf("bob's list after alice approved: %v, want %s without %s", got, forAlice, forDan)
+	}
+	if got := list(alice, "--all"); !has(got, forAlice, forDan) {
+		t.Errorf("alice --all: %v, want both", got)
+	}
+	if _, err := runAs(t, alice, "request", "list", "--mine", "--all", "--server", url); err == nil || !strings.Contains(err.Error(), "exclude each other") {
+		t.Errorf("--mine --all: %v", err)
 	}
 }

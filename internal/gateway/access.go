@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kaccess/kaccess/internal/access"
@@ -65,8 +66,10 @@ func (g *Gateway) setupAccess() error {
 		Client: cl.Client, Policy: pol, Logger: g.log,
 		OnChange: func(c policy.Change) {
 			e := &event.Event{Kind: event.KindRBACChange, Cluster: cl.Name, Verb: string(c.Action),
-				APIGroup: "rbac.authorization.k8s.io", Resource: c.Kind, Namespace: c.Namespace, Name: c.Name,
-				Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync"}}
+				APIGroup: "rbac.authorization.k8s.io", APIVersion: "v1", Resource: rbacResource(c.Kind),
+				Namespace: c.Namespace, Name: c.Name,
+				Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync", "kind": c.Kind}}
+			e.SetStateOutcome(rbacChangeStatus(c.Action), "")
 			if err := rec.Record(e); err != nil {
 				g.log.Error("RBAC change not recorded in the audit log", "kind", c.Kind, "name", c.Name, "error", err.Error())
 			}
@@ -126,4 +129,17 @@ func withGrants(next http.Handler, grants *access.Grants) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(authn.WithIdentity(r.Context(), &elevated)))
 	})
+}
+
+// rbacResource is the API resource of an RBAC kind: "ClusterRoleBinding" is
+// "clusterrolebindings", as request records name it.
+func rbacResource(kind string) string { return strings.ToLower(kind) + "s" }
+
+// rbacChangeStatus is what the API server answered the write that made an applied change:
+// 201 for a create (a replace ends with one), 200 for an update or a delete.
+func rbacChangeStatus(a policy.Action) int {
+	if a == policy.ActionCreate || a == policy.ActionReplace {
+		return http.StatusCreated
+	}
+	return http.StatusOK
 }

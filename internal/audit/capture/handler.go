@@ -99,6 +99,7 @@ type exchange struct {
 	reqMu   sync.Mutex
 	reqBody []byte // kept only when the level records the request body
 	resBody []byte // kept only at RequestResponse
+	meta    metaScan
 
 	code          int
 	contentLength int64 // declared by the response; -1 when not known
@@ -181,6 +182,10 @@ func (x *exchange) WriteHeader(code int) {
 			x.contentLength = n
 		}
 	}
+	// A create names its object only in the response (generateName, or a POST to the
+	// collection): look for the name there, whatever the level keeps of the body.
+	x.meta.on = x.ev.Verb == "create" && x.ev.Name == "" && (code == http.StatusCreated || code == http.StatusOK)
+	x.meta.setNamespace = x.ev.Namespace == ""
 	var ok = true
 	switch {
 	case x.st != nil && x.st.LongRunning && code < 300:
@@ -209,6 +214,9 @@ func (x *exchange) Write(p []byte) (int, error) {
 	}
 	if x.policyRule().Level.AtLeast(event.LevelRequestResponse) && !x.started {
 		x.resBody = x.keep(x.resBody, p)
+	}
+	if x.meta.on {
+		x.scanMeta(p)
 	}
 	if !x.recorded && x.contentLength > 0 && x.bytesOut.Load()+int64(len(p)) >= x.contentLength {
 		x.bytesOut.Add(int64(len(p)))
@@ -284,6 +292,9 @@ func (x *exchange) appendComplete() bool {
 	}
 	e := &x.ev
 	e.Stage = event.StageComplete
+	if x.meta.on {
+		x.scanMeta(nil) // the response ended: what it held is all there is
+	}
 	x.fillOutcome(rule, true)
 	return x.appendEvent(e)
 }

@@ -181,6 +181,23 @@ func (e *Event) SetRequestInfo(info *genericrequest.RequestInfo) {
 	e.Namespace, e.Name = info.Namespace, info.Name
 }
 
+// SetStateOutcome records what the API answered for a state change and the decision that
+// stands for, as for requests the gateway answered itself: allow for 2xx (it was done),
+// refused for 4xx other than 499 (the gateway said no; reason says why), error for the rest (it
+// failed: 5xx, 499 for a caller that gave up; reason says what). code is an HTTP status, the
+// one the REST API answers (grpc-gateway's mapping of the gRPC code).
+func (e *Event) SetStateOutcome(code int, reason string) {
+	e.ResponseCode = code
+	switch {
+	case code >= 200 && code < 300:
+		e.Decision, e.RefusalReason = DecisionAllow, ""
+	case code >= 400 && code < 500 && code != 499:
+		e.Decision, e.RefusalReason = DecisionRefused, reason
+	default:
+		e.Decision, e.RefusalReason = DecisionError, reason
+	}
+}
+
 // SetResponse records the status code and the decision derived from it.
 func (e *Event) SetResponse(code int) {
 	e.ResponseCode = code

@@ -103,6 +103,9 @@ const (
 	ListAccessRequestsRequest_SCOPE_TO_REVIEW ListAccessRequestsRequest_Scope = 2
 	// The caller's own requests and every request for an elevation the caller approves.
 	ListAccessRequestsRequest_SCOPE_ALL ListAccessRequestsRequest_Scope = 3
+	// The caller's own requests and the pending requests of others the caller may approve
+	// and has not reviewed yet: what waits for the caller, and what the caller waits for.
+	ListAccessRequestsRequest_SCOPE_MINE_AND_TO_REVIEW ListAccessRequestsRequest_Scope = 4
 )
 
 // Enum value maps for ListAccessRequestsRequest_Scope.
@@ -112,12 +115,14 @@ var (
 		1: "SCOPE_MINE",
 		2: "SCOPE_TO_REVIEW",
 		3: "SCOPE_ALL",
+		4: "SCOPE_MINE_AND_TO_REVIEW",
 	}
 	ListAccessRequestsRequest_Scope_value = map[string]int32{
-		"SCOPE_UNSPECIFIED": 0,
-		"SCOPE_MINE":        1,
-		"SCOPE_TO_REVIEW":   2,
-		"SCOPE_ALL":         3,
+		"SCOPE_UNSPECIFIED":        0,
+		"SCOPE_MINE":               1,
+		"SCOPE_TO_REVIEW":          2,
+		"SCOPE_ALL":                3,
+		"SCOPE_MINE_AND_TO_REVIEW": 4,
 	}
 )
 
@@ -1295,18 +1300,19 @@ const file_kaccess_v1_access_proto_rawDesc = "" +
 	"\x17GetAccessRequestRequest\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"\\\n" +
 	"\x18GetAccessRequestResponse\x12@\n" +
-	"\x0eaccess_request\x18\x01 \x01(\v2\x19.kaccess.v1.AccessRequestR\raccessRequest\"\xee\x01\n" +
+	"\x0eaccess_request\x18\x01 \x01(\v2\x19.kaccess.v1.AccessRequestR\raccessRequest\"\x8c\x02\n" +
 	"\x19ListAccessRequestsRequest\x12A\n" +
 	"\x05scope\x18\x01 \x01(\x0e2+.kaccess.v1.ListAccessRequestsRequest.ScopeR\x05scope\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"R\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"p\n" +
 	"\x05Scope\x12\x15\n" +
 	"\x11SCOPE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"SCOPE_MINE\x10\x01\x12\x13\n" +
 	"\x0fSCOPE_TO_REVIEW\x10\x02\x12\r\n" +
-	"\tSCOPE_ALL\x10\x03\"\x88\x01\n" +
+	"\tSCOPE_ALL\x10\x03\x12\x1c\n" +
+	"\x18SCOPE_MINE_AND_TO_REVIEW\x10\x04\"\x88\x01\n" +
 	"\x1aListAccessRequestsResponse\x12B\n" +
 	"\x0faccess_requests\x18\x01 \x03(\v2\x19.kaccess.v1.AccessRequestR\x0eaccessRequests\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"P\n" +

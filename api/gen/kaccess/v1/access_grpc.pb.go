@@ -42,7 +42,7 @@ type AccessServiceClient interface {
 	// GetAccessRequest returns one request, to its requester or an approver of its elevation.
 	GetAccessRequest(ctx context.Context, in *GetAccessRequestRequest, opts ...grpc.CallOption) (*GetAccessRequestResponse, error)
 	// ListAccessRequests lists the caller's own requests, those waiting for the caller's review,
-	// or all the caller may see, newest first.
+	// both, or all the caller may see, newest first.
 	ListAccessRequests(ctx context.Context, in *ListAccessRequestsRequest, opts ...grpc.CallOption) (*ListAccessRequestsResponse, error)
 	// ApproveAccessRequest adds the caller's approval. Once enough distinct approvers approved,
 	// the request is APPROVED and its grant runs until expire_time.
@@ -148,7 +148,7 @@ type AccessServiceServer interface {
 	// GetAccessRequest returns one request, to its requester or an approver of its elevation.
 	GetAccessRequest(context.Context, *GetAccessRequestRequest) (*GetAccessRequestResponse, error)
 	// ListAccessRequests lists the caller's own requests, those waiting for the caller's review,
-	// or all the caller may see, newest first.
+	// both, or all the caller may see, newest first.
 	ListAccessRequests(context.Context, *ListAccessRequestsRequest) (*ListAccessRequestsResponse, error)
 	// ApproveAccessRequest adds the caller's approval. Once enough distinct approvers approved,
 	// the request is APPROVED and its grant runs until expire_time.
