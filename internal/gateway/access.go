@@ -84,12 +84,14 @@ func (g *Gateway) setupAccess() error {
 
 // runAccess starts the grants cache on this replica and competes for the Lease under which
 // one replica syncs RBAC and ends grants on time.
-func (g *Gateway) runAccess(ctx context.Context) {
+func (g *Gateway) runAccess(ctx context.Context) (wait func()) {
 	if g.access == nil {
-		return
+		return func() {}
 	}
 	go g.access.grants.Run(ctx)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		err := g.access.rbac.RunLeaderElected(ctx, rbacsync.LeaderConfig{
 			Namespace: g.access.namespace, Identity: rbacsync.DefaultIdentity(),
 			AlsoRun: g.access.controller.Run,
@@ -98,6 +100,16 @@ func (g *Gateway) runAccess(ctx context.Context) {
 			g.log.Error("RBAC sync and grant expiry are not running", "error", err.Error())
 		}
 	}()
+	// Once ctx ends, the Lease is released before wait returns, so a stopped gateway never
+	// writes it after its successor (or an operator) has. An API server that does not answer
+	// holds the shutdown up for 10 s at most.
+	return func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			g.log.Warn("RBAC sync did not stop within 10s; its Lease may be released late")
+		}
+	}
 }
 
 // withGrants adds the groups of the user's access grants in force to the identity the proxy

@@ -350,7 +350,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go cl.ProbeEvery(probes, 5*time.Second)
 	}
 	go g.exportReadiness(probes)
-	g.runAccess(probes)
+	waitAccess := g.runAccess(probes)
 	// The shipper outlives the drain, so records of the last requests go out too; whatever
 	// it has not shipped at exit stays in the spool for the next start.
 	shipping, stopShipping := context.WithCancel(context.Background())
@@ -381,6 +381,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		_ = s.Close()
 	}
 	g.api.Close()
+	stopProbes()
+	waitAccess()
 	g.stopBackground()
 	g.log.Info("stopped")
 	return nil
