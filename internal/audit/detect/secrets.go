@@ -4,6 +4,9 @@ import "strings"
 
 var credentialsTechnique = &Technique{ID: "T1552.007", Name: "Unsecured Credentials: Container API"}
 
+// Secret detections leave out system:apiserver, the API server's own loopback identity (on
+// record once its audit webhook is on): it reads every secret at start, by design.
+
 // secretFirstAccess: the rollup already knows, per (user, resource, verb, namespace), when it
 // was first seen over the whole retained history, so "first time" costs a lookup in a small
 // table instead of a scan of the user's past.
@@ -24,7 +27,7 @@ func (c Config) secretFirstAccess() Detection {
 WITH first AS (
     SELECT cluster, user, namespace, min(first_seen) AS first
     FROM $rollup
-    WHERE resource = 'secrets' AND verb IN ('get', 'list', 'watch') AND user != ''
+    WHERE resource = 'secrets' AND verb IN ('get', 'list', 'watch') AND user NOT IN ('', 'system:apiserver')
     GROUP BY cluster, user, namespace
     HAVING first >= {from:DateTime64(6, 'UTC')} AND first < {to:DateTime64(6, 'UTC')}
 )
@@ -69,7 +72,7 @@ cand AS (
     SELECT cluster, user, intDiv(toUnixTimestamp(time), {bucket:UInt32}) AS b,
         uniqExactIf(namespace, namespace != '') AS ns, countIf(namespace = '') AS cluster_wide
     FROM $events
-    WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user != ''
+    WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user NOT IN ('', 'system:apiserver')
         AND decision IN ('allow', 'deny')
     GROUP BY cluster, user, b
     HAVING ns >= {min_ns:UInt32} OR cluster_wide > 0
@@ -78,7 +81,7 @@ hist AS (
     SELECT user, max(ns) AS peak FROM (
         SELECT user, intDiv(toUnixTimestamp(time), {bucket:UInt32}) AS b, uniqExactIf(namespace, namespace != '') AS ns
         FROM $events
-        WHERE $history AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user != ''
+        WHERE $history AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user NOT IN ('', 'system:apiserver')
         AND decision IN ('allow', 'deny')
         GROUP BY user, b)
     GROUP BY user
@@ -102,7 +105,7 @@ SELECT cluster, user AS subject,
 FROM (
     SELECT cluster, user, intDiv(toUnixTimestamp(time), {bucket:UInt32}) AS b, time, event_id, namespace
     FROM $events
-    WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user != ''
+    WHERE $window AND kind = 'request' AND resource = 'secrets' AND verb IN ('list', 'watch') AND user NOT IN ('', 'system:apiserver')
         AND decision IN ('allow', 'deny')
 ) AS e
 INNER JOIN flagged USING (cluster, user, b)
