@@ -20,7 +20,8 @@
 // BENCH_CLIENTS (1,32), BENCH_PROFILE=DIR to write CPU and allocation profiles of the audited
 // gateway under the largest client count after the rounds (listen.pprof on for that gateway),
 // BENCH_BASELINE=DIR to add a row for another build's DIR/gateway (with DIR/kaccess-chdb beside
-// it), audit on, so a change is measured against the code before it in the same run.
+// it), audit on, so a change is measured against the code before it in the same run;
+// BENCH_BASELINE_ENV="K=V ..." adds variables to that gateway's environment (GOGC, GOMAXPROCS).
 // Directory logins (Active Directory in make run) are not started: a request with a session
 // token never reaches them.
 package main
@@ -82,11 +83,12 @@ type settings struct {
 	clients    []int
 	profileDir string
 	baseline   string
+	baseEnv    []string
 }
 
 func settingsFromEnv() (settings, error) {
 	s := settings{duration: 8 * time.Second, rounds: 2, clients: []int{1, 32}, profileDir: os.Getenv("BENCH_PROFILE"),
-		baseline: os.Getenv("BENCH_BASELINE")}
+		baseline: os.Getenv("BENCH_BASELINE"), baseEnv: strings.Fields(os.Getenv("BENCH_BASELINE_ENV"))}
 	if v := os.Getenv("BENCH_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Second {
@@ -159,12 +161,12 @@ func run() error {
 	}
 
 	fmt.Println(">> starting two gateways (bin/gateway): audit on as make run configures it, and audit off")
-	on, err := startGateway(ctx, "bin/gateway", filepath.Join(dir, "gw-audit-on"), cluster, true, set.profileDir != "")
+	on, err := startGateway(ctx, "bin/gateway", nil, filepath.Join(dir, "gw-audit-on"), cluster, true, set.profileDir != "")
 	if err != nil {
 		return err
 	}
 	defer on.stop()
-	off, err := startGateway(ctx, "bin/gateway", filepath.Join(dir, "gw-audit-off"), cluster, false, false)
+	off, err := startGateway(ctx, "bin/gateway", nil, filepath.Join(dir, "gw-audit-off"), cluster, false, false)
 	if err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func run() error {
 		{name: "gateway, audit on", url: on.url + path, ca: on.ca, header: bearer(on.token), gw: on},
 	}
 	if set.baseline != "" {
-		base, err := startGateway(ctx, filepath.Join(set.baseline, "gateway"), filepath.Join(dir, "gw-baseline"), cluster, true, false)
+		base, err := startGateway(ctx, filepath.Join(set.baseline, "gateway"), set.baseEnv, filepath.Join(dir, "gw-baseline"), cluster, true, false)
 		if err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
@@ -501,12 +503,16 @@ func profile(ctx context.Context, set settings, t target, apiPID, etcdPID int) e
 		}
 		wg.Wait()
 	}
-	if _, err := measure(ctx, t, clients, set.duration, apiPID, etcdPID, during); err != nil {
+	s, err := measure(ctx, t, clients, set.duration, apiPID, etcdPID, during)
+	if err != nil {
 		return err
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	fmt.Printf("%d requests in %s while profiling: %.0f req/s, gateway CPU %s (%.0f µs per request)\n", s.requests,
+		s.elapsed.Round(time.Millisecond), float64(s.requests)/s.elapsed.Seconds(), s.cpu["gateway"],
+		float64(s.cpu["gateway"].Microseconds())/float64(s.requests))
 	fmt.Printf("go tool pprof -top bin/gateway %s/cpu.pprof; go tool pprof -sample_index=alloc_space -top bin/gateway %s/allocs.pprof\n",
 		set.profileDir, set.profileDir)
 	return nil
@@ -543,9 +549,9 @@ type gateway struct {
 }
 
 // startGateway writes make run's configuration (less the directory) into dir, with requests
-// recorded or not, starts the gateway binary bin on it and mints a session token for the bench
-// user.
-func startGateway(ctx context.Context, bin, dir string, c *testenv.Cluster, audit, pprof bool) (*gateway, error) {
+// recorded or not, starts the gateway binary bin on it (with env added to its environment) and
+// mints a session token for the bench user.
+func startGateway(ctx context.Context, bin string, env []string, dir string, c *testenv.Cluster, audit, pprof bool) (*gateway, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -594,6 +600,7 @@ audit:
 		url: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), opsURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		exited: make(chan struct{}),
 	}
+	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stdout, g.cmd.Stderr = log, log
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := g.cmd.Start(); err != nil {
