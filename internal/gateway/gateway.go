@@ -162,8 +162,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		errs := g.metrics.upstreamErrors
 		name := cl.Name
 		p, err := proxy.New(proxy.Config{
-			Cluster: name, Upstream: cl.URL, Transport: cl.ProxyTransport, SetCredentials: cl.SetCredentials,
-			UpgradeTransport: cl.UpgradeTransport,
+			Cluster: name, Upstream: cl.URL, Transport: cl.ProxyTransport, UpgradeTransport: cl.UpgradeTransport,
+			SetCredentials: cl.SetCredentials,
 			Impersonation:  proxy.NewSARChecker(cl.Client.AuthorizationV1().SubjectAccessReviews(), 10*time.Second),
 			TrustedProxies: trusted, MaxBodyBytes: cfg.Limits.MaxBodyBytes, Logger: log,
 			OnUpstreamError: func(kind string) { errs.WithLabelValues(name, kind).Inc() },
