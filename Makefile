@@ -9,7 +9,7 @@ CHDB_VERSION  := 26.7.3-stable.1
 CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/$(CHDB_VERSION)/libchdb.so
 export CHDB_LIB_PATH
 
-.PHONY: all build deps tools chdb run test test-clickhouse bench lint fmt clean help generate verify-generated
+.PHONY: all build deps tools chdb run test test-clickhouse bench bench-proxy lint fmt clean help generate verify-generated
 
 all: build
 
@@ -72,6 +72,10 @@ bench: tools chdb ## Benchmarks: gateway vs direct, token verification
 	@$(GO) test -run '^$$' -bench Queries -benchtime 3x ./internal/audit/query/
 	@$(GO) test -run '^$$' -bench Detections -benchtime 3x ./internal/audit/detect/
 	@$(GO) test -run '^$$' -bench 'BenchmarkVerify' -benchmem ./internal/authn/oidc/
+
+bench-proxy: tools chdb build ## GETs straight to kube-apiserver and through bin/gateway (audit off/on), side by side: req/s, p50, p99, CPU per request
+	@$(GO) build -o $(BIN)/benchproxy ./hack/benchproxy
+	@$(BIN)/benchproxy
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 	@echo ">> gofmt, go vet, staticcheck"

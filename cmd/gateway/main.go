@@ -61,7 +61,8 @@ func newServeCommand(configPath *string, logOut io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := gateway.NewLogger(cfg.Log, logOut)
+			log, flush := gateway.NewLogger(cfg.Log, logOut)
+			defer flush()
 			g, err := gateway.New(cfg, log)
 			if err != nil {
 				return err

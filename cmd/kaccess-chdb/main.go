@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/kaccess/kaccess/internal/audit/chdb"
@@ -16,7 +17,11 @@ import (
 
 func main() {
 	dir := flag.String("dir", "", "chDB data directory (created when missing)")
+	nice := flag.Int("nice", 10, "nice value of the engine's threads (0-19; higher yields the CPU sooner)")
 	flag.Parse()
+	if err := lowerPriority(*nice); err != nil {
+		fmt.Fprintln(os.Stderr, "kaccess-chdb: cannot lower its CPU priority:", err)
+	}
 	if err := run(*dir); err != nil {
 		fmt.Fprintln(os.Stderr, "kaccess-chdb:", err)
 		os.Exit(1)
@@ -45,4 +50,37 @@ func run(dir string) error {
 	}
 	defer eng.Close()
 	return chdb.Serve(os.Stdin, proto, eng)
+}
+
+// lowerPriority sets the nice value of every thread of this process, before the engine starts
+// its own (a thread inherits it from the thread that creates it, and on Linux it is per thread).
+// Inserts and merges come in bursts; at a lower priority they take the CPU when the API server
+// and the gateway leave it, instead of taking it from them. The spool holds the records until
+// then, so a busy machine delays the store, never a request.
+func lowerPriority(nice int) error {
+	if nice <= 0 {
+		return nil
+	}
+	// Go's runtime may start a thread while the list is walked: walk it until nothing is new.
+	done := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, min(nice, 19)); err != nil {
+				return err
+			}
+			done[tid], found = true, true
+		}
+		if !found {
+			return nil
+		}
+	}
 }

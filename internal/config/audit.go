@@ -33,6 +33,11 @@ type Audit struct {
 	ClickHouse *AuditClickHouse `json:"clickhouse"`
 	// Embedded configures the embedded store, used when ClickHouse is not set.
 	Embedded AuditEmbedded `json:"embedded"`
+	// RecordRequests (default true) records every request through the proxy. false leaves
+	// them unrecorded (logins, tokens, grants and RBAC changes are still recorded): it exists
+	// to measure what recording costs (make bench-proxy), never for production, and the
+	// gateway warns at start.
+	RecordRequests *bool `json:"recordRequests"`
 	// AuditorGroups may search, tail, export and run detections over everyone's events
 	// (AuditService, kaccess audit). Everyone else sees only their own events.
 	AuditorGroups []string `json:"auditorGroups"`
@@ -127,7 +132,14 @@ func (a *Audit) setDefaults(stateDir string) {
 	if a.Webhook.MaxBatchBytes == 0 {
 		a.Webhook.MaxBatchBytes = 32 << 20
 	}
+	if a.RecordRequests == nil {
+		on := true
+		a.RecordRequests = &on
+	}
 }
+
+// RecordsRequests reports whether requests through the proxy are recorded (the default).
+func (a *Audit) RecordsRequests() bool { return a.RecordRequests == nil || *a.RecordRequests }
 
 func (a *Audit) validate(p *problems) {
 	if a.OnFull != "deny" && a.OnFull != "drop" {
@@ -147,6 +159,9 @@ func (a *Audit) validate(p *problems) {
 	}
 	if d := a.Retention.D(); d < 24*time.Hour {
 		p.add("audit.retention", "must be at least 24h (partitions are days), got %s", d)
+	}
+	if !a.RecordsRequests() && a.Strict {
+		p.add("audit.strict", "has no effect with audit.recordRequests: false (no request is recorded); remove one of them")
 	}
 	if a.MaxBodyBytes < 0 {
 		p.add("audit.maxBodyBytes", "must not be negative, got %d", a.MaxBodyBytes)

@@ -59,6 +59,9 @@ type Listen struct {
 	// OpsAddress serves /healthz, /readyz and /metrics over plain HTTP, e.g. ":9090".
 	// Empty disables it; the same endpoints are always on the proxy listener too.
 	OpsAddress string `json:"opsAddress"`
+	// Pprof serves Go's profiles (net/http/pprof, /debug/pprof/) on the ops listener, which
+	// has no authentication: turn it on only where the ops port is private. Default off.
+	Pprof bool `json:"pprof"`
 }
 
 // TLS for the proxy listener. With no certificate configured, the gateway makes a CA and a

@@ -135,3 +135,32 @@ directories:
 		t.Errorf("a valid name was reported:\n%s", msg)
 	}
 }
+
+func TestMeasurementSwitches(t *testing.T) {
+	t.Parallel()
+	base := "stateDir: /tmp/k\nclusters: [{name: a, server: \"https://a:6443\", tokenFile: /t}]\n"
+	c, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Audit.RecordsRequests() || c.Listen.Pprof {
+		t.Errorf("defaults: recordRequests %v, pprof %v; want requests recorded and no profiles", c.Audit.RecordsRequests(), c.Listen.Pprof)
+	}
+	c, err = Parse([]byte(base + "listen: {opsAddress: \":9090\", pprof: true}\naudit: {recordRequests: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audit.RecordsRequests() || !c.Listen.Pprof {
+		t.Errorf("recordRequests %v, pprof %v; want what the file says", c.Audit.RecordsRequests(), c.Listen.Pprof)
+	}
+	_, err = Parse([]byte(base + "listen: {pprof: true}\naudit: {recordRequests: false, strict: true}\n"))
+	v, ok := AsValidationError(err)
+	if !ok {
+		t.Fatalf("want a ValidationError, got %v", err)
+	}
+	for _, w := range []string{"listen.pprof: needs listen.opsAddress", "audit.strict: has no effect with audit.recordRequests: false"} {
+		if !strings.Contains(v.Error(), w) {
+			t.Errorf("report lacks %q:\n%s", w, v.Error())
+		}
+	}
+}

@@ -53,6 +53,9 @@ func (c *Config) Validate() error {
 	if c.Listen.OpsAddress != "" && c.Listen.OpsAddress == c.Listen.Address && !strings.HasSuffix(c.Listen.Address, ":0") {
 		p.add("listen.opsAddress", "must differ from listen.address (%q)", c.Listen.Address)
 	}
+	if c.Listen.Pprof && c.Listen.OpsAddress == "" {
+		p.add("listen.pprof", "needs listen.opsAddress: profiles are served on the ops listener only")
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		p.add("tls", "set both certFile and keyFile, or neither to have a certificate generated in stateDir")
 	}

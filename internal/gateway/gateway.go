@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -147,6 +148,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		g.stopBackground()
 		return nil, err
 	}
+	if !cfg.Audit.RecordsRequests() {
+		log.Warn("AUDIT OF REQUESTS IS OFF (audit.recordRequests: false): requests through the proxy are NOT recorded; " +
+			"this setting exists to measure what recording costs and must not be used in production")
+	}
 	if err := g.setupAccess(); err != nil {
 		g.stopBackground()
 		return nil, err
@@ -157,7 +162,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		errs := g.metrics.upstreamErrors
 		name := cl.Name
 		p, err := proxy.New(proxy.Config{
-			Cluster: name, Upstream: cl.URL, Transport: cl.Transport, UpgradeTransport: cl.UpgradeTransport,
+			Cluster: name, Upstream: cl.URL, Transport: cl.ProxyTransport, UpgradeTransport: cl.UpgradeTransport,
+			SetCredentials: cl.SetCredentials,
 			Impersonation:  proxy.NewSARChecker(cl.Client.AuthorizationV1().SubjectAccessReviews(), 10*time.Second),
 			TrustedProxies: trusted, MaxBodyBytes: cfg.Limits.MaxBodyBytes, Logger: log,
 			OnUpstreamError: func(kind string) { errs.WithLabelValues(name, kind).Inc() },
@@ -222,8 +228,11 @@ func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.Toke
 	// A path the request info step could not parse is refused here, inside capture.
 	h = withParsableRequest(h)
 	// Record every request, refused credentials included, before its response completes;
-	// 503 up front when the audit spool cannot take more.
-	h = g.audit.capture.Handler(cluster, h)
+	// 503 up front when the audit spool cannot take more. (Left out only with
+	// audit.recordRequests: false, which New warns about.)
+	if g.cfg.Audit.RecordsRequests() {
+		h = g.audit.capture.Handler(cluster, h)
+	}
 	// Count and log every request once it ends, including refusals by the steps inside.
 	h = withObservability(h, cluster, g.metrics, g.log)
 	// Know the Kubernetes verb and resource before anything below needs them.
@@ -361,6 +370,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { _ = g.sessions.Run(probes) }()
 	}
 	g.log.Info("gateway serving", "address", g.Addr(), "ops_address", g.OpsAddr(), "version", Version)
+	if g.cfg.Listen.Pprof && g.opsLn != nil {
+		g.log.Warn("Go profiles are served without authentication on the ops listener (listen.pprof)", "url", "http://"+g.OpsAddr()+"/debug/pprof/")
+	}
 
 	select {
 	case err := <-errc:
@@ -435,5 +447,12 @@ func (g *Gateway) opsHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	if g.cfg.Listen.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

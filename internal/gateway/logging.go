@@ -9,20 +9,22 @@ import (
 	"github.com/kaccess/kaccess/internal/requestctx"
 )
 
-// NewLogger builds the gateway's logger.
+// NewLogger builds the gateway's logger, writing to w through a buffer (see logBuffer); call
+// the returned flush before the process exits.
 //
 // What each level may show: error and warn, a failure and its cause; info, one line per request
 // (who, what, outcome) and each state change; debug, detail for diagnosis. No level ever shows a
 // token, password or key: code logs a reason or a session id instead.
-func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+func NewLogger(c config.Log, w io.Writer) (log *slog.Logger, flush func()) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	buf := newLogBuffer(w)
+	var h slog.Handler = slog.NewJSONHandler(buf, opts)
 	if c.Format == "text" {
-		h = slog.NewTextHandler(w, opts)
+		h = slog.NewTextHandler(buf, opts)
 	}
-	return slog.New(WithRequestIDs(h))
+	return slog.New(flushOnWarn{WithRequestIDs(h), buf}), func() { _ = buf.Flush() }
 }
 
 // WithRequestIDs adds the request id to every record logged with a request's context, so each

@@ -41,8 +41,10 @@ type Config struct {
 	Cluster string
 	// Upstream is the API server's URL.
 	Upstream *url.URL
-	// Transport carries ordinary requests (HTTP/2) with the gateway's own credentials.
-	Transport http.RoundTripper
+	// Transport carries ordinary requests (HTTP/2) with the gateway's own credentials, or
+	// without them when SetCredentials adds them to each outgoing request.
+	Transport      http.RoundTripper
+	SetCredentials func(h http.Header)
 	// UpgradeTransport carries connection upgrades; it must speak HTTP/1.1, because SPDY and
 	// WebSocket upgrades do not exist in HTTP/2.
 	UpgradeTransport http.RoundTripper
@@ -78,6 +80,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg}
 	buffers := newBufferPool()
 	p.ordinary = p.reverseProxy(cfg.Transport, buffers)
+	p.ordinary.Rewrite = p.rewriteWithCredentials
 	p.upgrade = p.reverseProxy(cfg.UpgradeTransport, buffers)
 	return p, nil
 }
@@ -214,6 +217,15 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		h.Del("Audit-Id")
 	}
 	p.setForwardedFor(pr)
+}
+
+// rewriteWithCredentials is rewrite for the ordinary transport, adding the gateway's own
+// credential when the transport does not (Config.SetCredentials).
+func (p *Proxy) rewriteWithCredentials(pr *httputil.ProxyRequest) {
+	p.rewrite(pr)
+	if p.cfg.SetCredentials != nil {
+		p.cfg.SetCredentials(pr.Out.Header)
+	}
 }
 
 // setForwardedFor tells the API server the client's address. An inbound X-Forwarded-For is kept

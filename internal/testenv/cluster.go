@@ -67,6 +67,15 @@ type ClusterConfig struct {
 	// APIServerArgs are added to kube-apiserver's flags, e.g. its audit backends
 	// (--audit-policy-file, --audit-log-path, --audit-webhook-config-file).
 	APIServerArgs []string
+	// StaticTokens are extra users of the API server's static token file (benchmarks compare
+	// a plain user's request with the gateway's impersonated one).
+	StaticTokens []StaticToken
+}
+
+// StaticToken is one line of the API server's static token file.
+type StaticToken struct {
+	Token, User string
+	Groups      []string
 }
 
 // Cluster is a running etcd + kube-apiserver pair.
@@ -134,7 +143,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 
 // start writes credentials, starts the processes and applies the RBAC manifest.
 func (c *Cluster) start(ctx context.Context, cfg ClusterConfig, binDir, rbacFile string) error {
-	if err := c.writeCredentials(); err != nil {
+	if err := c.writeCredentials(cfg.StaticTokens); err != nil {
 		return err
 	}
 	err := startPickingPorts(cfg.SecurePort != 0,
@@ -316,6 +325,18 @@ func (c *Cluster) stopProcesses() error {
 	return errors.Join(errs...)
 }
 
+// PIDs are the process ids of kube-apiserver and etcd (0 when not running), for benchmarks
+// that read their CPU time.
+func (c *Cluster) PIDs() (apiserver, etcd int) {
+	if c.apiserver != nil {
+		apiserver = c.apiserver.cmd.Process.Pid
+	}
+	if c.etcd != nil {
+		etcd = c.etcd.cmd.Process.Pid
+	}
+	return apiserver, etcd
+}
+
 // ConfigForToken returns a client config for the API server authenticating with token.
 func (c *Cluster) ConfigForToken(token string) *rest.Config {
 	return &rest.Config{
@@ -365,12 +386,19 @@ func (c *Cluster) WriteKubeconfig(path, user, token string) error {
 
 // writeCredentials writes the static tokens, the service-account key and the serving
 // certificate into the state dir.
-func (c *Cluster) writeCredentials() error {
+func (c *Cluster) writeCredentials(extra []StaticToken) error {
 	c.AdminToken, c.GatewayToken = randomToken(), randomToken()
 	c.GatewayTokenFile = filepath.Join(c.Dir, "gateway.token")
 	// Format: token,user,uid,"group1,group2".
 	tokens := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n%s,%s,%s\n",
 		c.AdminToken, AdminUser, AdminUser, c.GatewayToken, GatewayUser, GatewayUser)
+	for _, t := range extra {
+		line := fmt.Sprintf("%s,%s,%s", t.Token, t.User, t.User)
+		if len(t.Groups) > 0 {
+			line += fmt.Sprintf(",%q", strings.Join(t.Groups, ","))
+		}
+		tokens += line + "\n"
+	}
 	files := map[string][]byte{
 		"tokens.csv":    []byte(tokens),
 		"gateway.token": []byte(c.GatewayToken),

@@ -11,10 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/oauth2"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/transport"
 
 	"github.com/kaccess/kaccess/internal/config"
 )
@@ -23,8 +25,18 @@ import (
 type Cluster struct {
 	Name string
 	URL  *url.URL
-	// Transport is for ordinary requests (HTTP/2 when the server offers it).
+	// Transport is for ordinary requests (HTTP/2 when the server offers it), with the gateway's
+	// credentials.
 	Transport http.RoundTripper
+	// ProxyTransport is what the proxy forwards ordinary requests with. With SetCredentials it
+	// carries no credentials itself: client-go's wrappers copy every request and its headers to
+	// add the Authorization header, and the proxy's outgoing request is its own already, so the
+	// proxy calls SetCredentials on it instead. Without (an exec plugin, an auth provider, basic
+	// auth), it is Transport.
+	ProxyTransport http.RoundTripper
+	// SetCredentials sets the gateway's own credential and, when the request has none, its
+	// user agent, on a request the caller owns; nil when ProxyTransport adds them itself.
+	SetCredentials func(h http.Header)
 	// UpgradeTransport speaks only HTTP/1.1, for exec, attach and port-forward upgrades.
 	UpgradeTransport http.RoundTripper
 	// Client calls the API as the gateway itself (SubjectAccessReviews, RBAC sync).
@@ -72,10 +84,58 @@ func Connect(cl config.Cluster, dialTimeout time.Duration, userAgent string) (*C
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: dynamic client: %w", cl.Name, err)
 	}
-	c := &Cluster{Name: cl.Name, URL: u, Transport: h2, UpgradeTransport: h1, Client: client, Dynamic: dyn,
+	c := &Cluster{Name: cl.Name, URL: u, Transport: h2, ProxyTransport: h2, UpgradeTransport: h1, Client: client, Dynamic: dyn,
 		readyURL: u.JoinPath("readyz").String()}
+	if err := c.setupProxyTransport(rc); err != nil {
+		return nil, fmt.Errorf("cluster %q: proxy transport: %w", cl.Name, err)
+	}
 	c.setErr("not probed yet")
 	return c, nil
+}
+
+// setupProxyTransport gives the proxy a transport without client-go's credential wrappers when
+// the credential is a bearer token, a token file (re-read as client-go does) or a client
+// certificate (in the TLS config, so in the transport).
+func (c *Cluster) setupProxyTransport(rc *rest.Config) error {
+	if rc.ExecProvider != nil || rc.AuthProvider != nil || rc.Username != "" || rc.Password != "" || rc.WrapTransport != nil {
+		return nil
+	}
+	bare := rest.CopyConfig(rc)
+	bare.BearerToken, bare.BearerTokenFile, bare.UserAgent = "", "", ""
+	rt, err := rest.TransportFor(bare)
+	if err != nil {
+		return err
+	}
+	token := rc.BearerToken
+	var source oauth2.TokenSource
+	if rc.BearerTokenFile != "" {
+		source = transport.NewCachedFileTokenSource(rc.BearerTokenFile)
+		if token == "" {
+			t, err := source.Token()
+			if err != nil {
+				return err
+			}
+			token = t.AccessToken
+		}
+	}
+	userAgent := rc.UserAgent
+	c.ProxyTransport = rt
+	c.SetCredentials = func(h http.Header) {
+		bearer := token
+		if source != nil {
+			// As client-go: the last good token when the file cannot be read.
+			if t, err := source.Token(); err == nil {
+				bearer = t.AccessToken
+			}
+		}
+		if bearer != "" {
+			h["Authorization"] = []string{"Bearer " + bearer}
+		}
+		if userAgent != "" && h.Get("User-Agent") == "" {
+			h["User-Agent"] = []string{userAgent}
+		}
+	}
+	return nil
 }
 
 func restConfig(cl config.Cluster) (*rest.Config, error) {

@@ -1,0 +1,36 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kaccess/kaccess/internal/config"
+)
+
+func TestLoggerBuffersInfoAndWritesWarningsAtOnce(t *testing.T) {
+	t.Parallel()
+	out := &lockedWriter{w: &strings.Builder{}}
+	log, flush := NewLogger(config.Log{Level: "info", Format: "json"}, out)
+	log.Info("request")
+	if got := out.String(); got != "" {
+		t.Fatalf("an info line was written at once: %q", got)
+	}
+	log.Warn("trouble")
+	if got := out.String(); !strings.Contains(got, `"msg":"request"`) || !strings.Contains(got, `"msg":"trouble"`) {
+		t.Fatalf("a warning did not write it and the lines before it: %q", got)
+	}
+	log.Info("later")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), `"msg":"later"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("an info line was not written within %s: %q", logFlushInterval, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	log.Info("last")
+	flush()
+	if !strings.Contains(out.String(), `"msg":"last"`) {
+		t.Fatalf("flush did not write the last line: %q", out.String())
+	}
+}
