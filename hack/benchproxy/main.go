@@ -58,6 +58,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kaccess/kaccess/internal/authn"
 	"github.com/kaccess/kaccess/internal/testenv"
 )
 
@@ -260,7 +261,7 @@ func impersonationHeaders(token, gatewayToken string) (http.Header, error) {
 		h.Add("Impersonate-Group", g)
 	}
 	h.Set("Impersonate-Extra-Kaccess.io%2Fsource", c.Src)
-	h.Set("Impersonate-Extra-Kaccess.io%2Fsession-Id", c.Jti)
+	h.Set("Impersonate-Extra-Kaccess.io%2Fsession-Id-Hash", authn.HashSessionID(c.Jti))
 	return h, nil
 }
 

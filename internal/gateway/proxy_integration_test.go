@@ -74,7 +74,7 @@ func TestKubectlGetsExactlyTheUsersRBAC(t *testing.T) {
 	if ui.Username != "alice" || ui.UID != "uid-alice" || !contains(ui.Groups, "test:devs") || ui.Extra["kaccess.io/source"][0] != "test" {
 		t.Fatalf("API server sees %+v", ui)
 	}
-	if len(ui.Extra["kaccess.io/session-id"]) != 1 {
+	if got := ui.Extra["kaccess.io/session-id-hash"]; len(got) != 1 || len(got[0]) != 16 {
 		t.Errorf("session id not forwarded: %+v", ui.Extra)
 	}
 }

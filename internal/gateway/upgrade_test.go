@@ -174,8 +174,8 @@ func wantForwardedAs(t *testing.T, p *streamPeer, r peerRequest, user string, gr
 	if got := extra["kaccess.io/source"]; !slices.Equal(got, []string{"test"}) {
 		t.Errorf("%s: extra kaccess.io/source %q, want [test] (all extras: %v)", r.Path, got, extra)
 	}
-	if got := extra["kaccess.io/session-id"]; len(got) != 1 || got[0] == "" {
-		t.Errorf("%s: extra kaccess.io/session-id %q, want one session id", r.Path, got)
+	if got := extra["kaccess.io/session-id-hash"]; len(got) != 1 || len(got[0]) != 16 {
+		t.Errorf("%s: extra kaccess.io/session-id-hash %q, want one session hash", r.Path, got)
 	}
 	for _, proto := range webSocketProtocols(h) {
 		if strings.HasPrefix(proto, "base64url.bearer.authorization.k8s.io.") {

@@ -31,7 +31,7 @@ import (
 // shows where the identity came from. The gateway's ClusterRole allows exactly these.
 const (
 	ExtraSource       = "kaccess.io/source"
-	ExtraSessionID    = "kaccess.io/session-id"
+	ExtraSessionHash  = "kaccess.io/session-id-hash" // authn.HashSessionID: never the id itself
 	ExtraOriginalUser = "kaccess.io/original-user"
 )
 
@@ -145,7 +145,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		extra[ExtraSource] = []string{id.Source}
 	}
 	if id.SessionID != "" {
-		extra[ExtraSessionID] = []string{id.SessionID}
+		extra[ExtraSessionHash] = []string{authn.HashSessionID(id.SessionID)}
 	}
 	if asked == nil {
 		setImpersonation(out, id.User, id.UID, id.Groups, extra)

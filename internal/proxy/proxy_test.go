@@ -88,7 +88,7 @@ func TestForwardedHeaders(t *testing.T) {
 			wantCode: 200, check: func(t *testing.T, up http.Header) {
 				want := map[string]string{
 					"Impersonate-User": "alice", "Impersonate-Uid": "u1", "Impersonate-Group": "ad:devs",
-					"Impersonate-Extra-Kaccess.io%2Fsource": "ldap:corp", "Impersonate-Extra-Kaccess.io%2Fsession-Id": "s1",
+					"Impersonate-Extra-Kaccess.io%2Fsource": "ldap:corp", "Impersonate-Extra-Kaccess.io%2Fsession-Id-Hash": authn.HashSessionID("s1"),
 					"Audit-Id": "req-1", "X-Forwarded-For": "192.0.2.7", "X-Forwarded-Host": "",
 				}
 				for k, v := range want {

@@ -153,9 +153,9 @@ func TestGatewayImpersonatesShippedExtras(t *testing.T) {
 			Extra: map[string][]string{"kaccess.io/source": {"test"}}}},
 		{name: "all shipped extras and uid", imp: rest.ImpersonationConfig{UserName: "alice", UID: "alice-uid",
 			Extra: map[string][]string{
-				"kaccess.io/source":        {"test"},
-				"kaccess.io/session-id":    {"0123"},
-				"kaccess.io/original-user": {"alice@corp.example.com"},
+				"kaccess.io/source":          {"test"},
+				"kaccess.io/session-id-hash": {"0123456789abcdef"},
+				"kaccess.io/original-user":   {"alice@corp.example.com"},
 			}}},
 		{name: "extra not in the ClusterRole", imp: rest.ImpersonationConfig{UserName: "alice",
 			Extra: map[string][]string{"kaccess.io/unlisted": {"x"}}},

@@ -6,8 +6,6 @@
 package event
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -148,16 +146,8 @@ func New(kind Kind, now time.Time) *Event {
 // NewID returns a new UUIDv7 as a string: time-ordered, so ids sort roughly by time.
 func NewID() string { return uuid.Must(uuid.NewV7()).String() }
 
-// HashSessionID returns a short, stable reference to a session that lets events of one session be
-// grouped without recording anything that could be replayed: the first 16 hex digits (64 bits) of
-// the SHA-256 of the id. Empty for an empty id.
-func HashSessionID(id string) string {
-	if id == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:8])
-}
+// HashSessionID is authn.HashSessionID: what a record keeps of a session id.
+func HashSessionID(id string) string { return authn.HashSessionID(id) }
 
 // SetIdentity copies who made the request. A nil identity leaves the fields empty
 // (unauthenticated request).
