@@ -9,7 +9,7 @@ CHDB_VERSION  := 26.7.3-stable.1
 CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/$(CHDB_VERSION)/libchdb.so
 export CHDB_LIB_PATH
 
-.PHONY: all build deps tools chdb run test test-clickhouse bench bench-proxy lint fmt clean help generate verify-generated
+.PHONY: all build deps tools chdb run test fuzz test-clickhouse bench bench-proxy lint fmt clean help generate verify-generated
 
 all: build
 
@@ -57,6 +57,14 @@ test: deps tools chdb lint verify-generated ## Lint, then run every test against
 	@$(GO) test -count=1 -timeout 20m ./...
 	@echo ">> go test -race on the concurrent packages"
 	@$(GO) test -count=1 -race -timeout 10m ./internal/session/... ./internal/authn/... ./internal/proxy/... ./internal/cli/... ./internal/audit/... ./internal/rbacsync/...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+# make test runs every fuzz target briefly (about 10 targets: ~3 min with compiles); make fuzz
+# alone defaults to longer.
+TEST_FUZZTIME ?= 10s
+FUZZTIME      ?= 1m
+fuzz: ## Run each native Go fuzz target for FUZZTIME (default 1m; make test uses 10s): make fuzz [FUZZTIME=30s] [TARGETS="FuzzVerify FuzzLoad"]
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) hack/fuzz.sh $(TARGETS)
 
 test-clickhouse: ## The audit store conformance suite on a modern ClickHouse server: make test-clickhouse CLICKHOUSE_ADDR=host:9000
 	@test -n "$(CLICKHOUSE_ADDR)" || { echo "usage: make test-clickhouse CLICKHOUSE_ADDR=host:9000 [KACCESS_CLICKHOUSE_USER=u KACCESS_CLICKHOUSE_PASSWORD=p]" >&2; exit 2; }

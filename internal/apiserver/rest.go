@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
@@ -46,3 +47,33 @@ func (c *challengeWriter) WriteHeader(code int) {
 }
 
 func (c *challengeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// validUTF8Request refuses a REST request whose path or query parameters are not UTF-8 as
+// InvalidArgument. grpc-gateway copies them into proto string fields, which must be UTF-8: the
+// marshaling of the loopback call fails, and the client got a 500 Internal naming gRPC's
+// marshaler for what is its own mistake.
+func validUTF8Request(gw *runtime.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bad := ""
+		if !utf8.ValidString(r.URL.Path) {
+			bad = "the path"
+		}
+		for name, values := range r.URL.Query() {
+			if bad != "" {
+				break
+			}
+			for _, v := range values {
+				if !utf8.ValidString(name) || !utf8.ValidString(v) {
+					bad = "query parameter " + strings.ToValidUTF8(name, "\ufffd")
+					break
+				}
+			}
+		}
+		if bad == "" {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		_, out := runtime.MarshalerForRequest(gw, r)
+		restErrorHandler(r.Context(), gw, out, w, r, status.Errorf(codes.InvalidArgument, "%s is not valid UTF-8", bad))
+	})
+}

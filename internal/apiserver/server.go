@@ -226,7 +226,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", http.MaxBytesHandler(gw, maxRESTBodyBytes))
+	mux.Handle("/v1/", http.MaxBytesHandler(validUTF8Request(gw), maxRESTBodyBytes))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 	s.rest = mux
 	s.handler = http.HandlerFunc(s.route)

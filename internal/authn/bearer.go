@@ -24,15 +24,22 @@ var (
 // header and a WebSocket protocol token) rather than guess which one counts.
 func TakeBearerToken(r *http.Request) (string, error) {
 	auth := r.Header.Values("Authorization")
+	// Removed before anything can fail: a refused request must not carry the header on
+	// either (a caller that logs or forwards it after an error).
+	r.Header.Del("Authorization")
 	wsToken, hasWS, err := takeWebSocketToken(r)
 	if err != nil {
+		// The protocol header may hold a (malformed or second) token: it goes too.
+		r.Header.Del("Sec-WebSocket-Protocol")
 		return "", err
 	}
-	r.Header.Del("Authorization")
 	switch {
 	case len(auth) > 1 || (len(auth) == 1 && hasWS):
 		return "", ErrMultipleCredential
 	case hasWS:
+		if !validToken(wsToken) {
+			return "", ErrBadWebSocketToken
+		}
 		return wsToken, nil
 	case len(auth) == 0:
 		return "", ErrNoCredential
@@ -42,10 +49,26 @@ func TakeBearerToken(r *http.Request) (string, error) {
 		return "", ErrNotBearer
 	}
 	token = strings.TrimSpace(token)
-	if token == "" || strings.ContainsAny(token, " ,\t") {
+	if !validToken(token) {
 		return "", ErrNotBearer
 	}
 	return token, nil
+}
+
+// validToken accepts a non-empty token of visible ASCII without commas: what every token kind
+// kaccess verifies (JWTs, opaque OIDC tokens) is made of, and nothing that could split a
+// header, a log line or a list. The WebSocket form decodes to arbitrary bytes, so it needs
+// this as much as the header form.
+func validToken(token string) bool {
+	if token == "" {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return false
+		}
+	}
+	return true
 }
 
 // takeWebSocketToken finds and removes the bearer entry from Sec-WebSocket-Protocol, keeping

@@ -33,6 +33,12 @@ func TestTakeBearerToken(t *testing.T) {
 		{name: "websocket and header", header: http.Header{"Authorization": {"Bearer a"}, "Sec-Websocket-Protocol": {ws("b")}}, wantErr: ErrMultipleCredential},
 		{name: "two websocket tokens", header: http.Header{"Sec-Websocket-Protocol": {ws("a") + "," + ws("b")}}, wantErr: ErrMultipleCredential},
 		{name: "websocket garbage", header: http.Header{"Sec-Websocket-Protocol": {wsProtocolPrefix + "!!!"}}, wantErr: ErrBadWebSocketToken},
+		{name: "websocket garbage with header", header: http.Header{"Authorization": {"Bearer a"}, "Sec-Websocket-Protocol": {wsProtocolPrefix + "!!!"}},
+			wantErr: ErrBadWebSocketToken},
+		{name: "websocket token with space", header: http.Header{"Sec-Websocket-Protocol": {ws("a b")}}, wantErr: ErrBadWebSocketToken},
+		{name: "websocket token with newline", header: http.Header{"Sec-Websocket-Protocol": {ws("a\nX-Remote-User: admin")}}, wantErr: ErrBadWebSocketToken},
+		{name: "websocket token with comma", header: http.Header{"Sec-Websocket-Protocol": {ws("a,b")}}, wantErr: ErrBadWebSocketToken},
+		{name: "control byte in header token", header: http.Header{"Authorization": {"Bearer a\x00b"}}, wantErr: ErrNotBearer},
 		{name: "websocket without token", header: http.Header{"Sec-Websocket-Protocol": {"v5.channel.k8s.io"}, "Authorization": {"Bearer x"}},
 			want: "x", wantProtocol: "v5.channel.k8s.io"},
 	}

@@ -5,11 +5,16 @@
 package config
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kaccess/kaccess/internal/authn/ldap"
@@ -150,11 +155,18 @@ func Load(path string) (*Config, error) {
 	return Parse(data)
 }
 
-// Parse decodes YAML strictly (unknown fields are errors), applies defaults and validates.
+// MaxFileSize bounds a config file.
+const MaxFileSize = 1 << 20
+
+// Parse decodes YAML strictly (unknown, duplicate or wrongly cased fields are errors, named by
+// their path), applies defaults and validates.
 func Parse(data []byte) (*Config, error) {
 	var c Config
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("decode config: %d bytes exceeds the limit of %d", len(data), MaxFileSize)
+	}
 	if len(bytes.TrimSpace(data)) > 0 {
-		if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		if err := decodeStrict(data, &c); err != nil {
 			return nil, fmt.Errorf("decode config: %w", err)
 		}
 	}
@@ -163,6 +175,47 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// decodeStrict decodes one YAML document into v. encoding/json (behind yaml.UnmarshalStrict)
+// matches field names case-insensitively, so "StateDir" would pass and "stateDir" and
+// "StateDir" together would silently keep one; sigs.k8s.io/json, the API server's decoder, is
+// case-sensitive and names unknown fields by their path.
+func decodeStrict(data []byte, v any) error {
+	if err := singleDocument(data); err != nil {
+		return err
+	}
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := kjson.UnmarshalStrict(j, v, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
+}
+
+// singleDocument refuses a file of several YAML documents: the decoder reads only the first,
+// and the rest would be dropped without a word.
+func singleDocument(data []byte) error {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	docs := 0
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if j, err := yaml.YAMLToJSON(doc); err == nil && string(bytes.TrimSpace(j)) == "null" {
+			continue // empty, or only comments
+		}
+		if docs++; docs > 1 {
+			return errors.New("more than one YAML document (---): put the whole configuration in one")
+		}
+	}
 }
 
 // SetDefaults fills what the file left out.

@@ -43,12 +43,15 @@ func (e errSmuggledHeader) Error() string {
 func takeClientIdentityHeaders(h http.Header) (*ImpersonationRequest, error) {
 	var req ImpersonationRequest
 	var taken []string
+	users, uids := 0, 0
 	for name, values := range h {
-		canonical := http.CanonicalHeaderKey(name)
+		// Matched on the lower-cased name, not the canonical one: CanonicalHeaderKey leaves a
+		// name with an invalid byte as it is, and such a name must not slip past as unknown.
+		lower := strings.ToLower(name)
 		switch {
-		case strings.HasPrefix(canonical, "X-Remote-"):
-			return nil, errSmuggledHeader{name: canonical}
-		case canonical == "Connection":
+		case strings.HasPrefix(lower, "x-remote-"):
+			return nil, errSmuggledHeader{name: http.CanonicalHeaderKey(name)}
+		case lower == "connection":
 			for _, v := range values {
 				for _, token := range strings.Split(v, ",") {
 					if t := http.CanonicalHeaderKey(strings.TrimSpace(token)); isIdentityHeader(t) {
@@ -57,29 +60,31 @@ func takeClientIdentityHeaders(h http.Header) (*ImpersonationRequest, error) {
 				}
 			}
 			continue
-		case canonical == hdrImpersonateUser:
-			if len(values) != 1 || values[0] == "" {
+		case lower == "impersonate-user":
+			users += len(values)
+			if users != 1 || values[0] == "" {
 				return nil, errors.New("send exactly one non-empty Impersonate-User header")
 			}
 			req.User = values[0]
-		case canonical == hdrImpersonateUID:
-			if len(values) != 1 || values[0] == "" {
+		case lower == "impersonate-uid":
+			uids += len(values)
+			if uids != 1 || values[0] == "" {
 				return nil, errors.New("send at most one non-empty Impersonate-Uid header")
 			}
 			req.UID = values[0]
-		case canonical == hdrImpersonateGroup:
+		case lower == "impersonate-group":
 			req.Groups = append(req.Groups, values...)
-		case strings.HasPrefix(canonical, hdrImpersonateExtra):
-			key, err := url.PathUnescape(canonical[len(hdrImpersonateExtra):])
+		case strings.HasPrefix(lower, "impersonate-extra-"):
+			key, err := url.PathUnescape(lower[len(hdrImpersonateExtra):])
 			if err != nil || key == "" {
-				return nil, fmt.Errorf("malformed %s header", canonical)
+				return nil, fmt.Errorf("malformed %s header", http.CanonicalHeaderKey(name))
 			}
 			if req.Extra == nil {
 				req.Extra = map[string][]string{}
 			}
 			req.Extra[strings.ToLower(key)] = append(req.Extra[strings.ToLower(key)], values...)
-		case strings.HasPrefix(canonical, "Impersonate-"):
-			return nil, errSmuggledHeader{name: canonical}
+		case strings.HasPrefix(lower, "impersonate-"):
+			return nil, errSmuggledHeader{name: http.CanonicalHeaderKey(name)}
 		default:
 			continue
 		}
@@ -98,9 +103,11 @@ func takeClientIdentityHeaders(h http.Header) (*ImpersonationRequest, error) {
 }
 
 // isIdentityHeader reports the headers that say who a request is from (canonical names).
+// Compared case-insensitively, for names CanonicalHeaderKey leaves as they are.
 func isIdentityHeader(canonical string) bool {
-	return canonical == "Authorization" || strings.HasPrefix(canonical, "Impersonate-") ||
-		strings.HasPrefix(canonical, "X-Remote-")
+	lower := strings.ToLower(canonical)
+	return lower == "authorization" || strings.HasPrefix(lower, "impersonate-") ||
+		strings.HasPrefix(lower, "x-remote-")
 }
 
 // identityHeaderNames lists, sorted, the names (never the values) of the identity headers on a
@@ -112,7 +119,7 @@ func identityHeaderNames(h http.Header) []string {
 		switch {
 		case isIdentityHeader(canonical):
 			names = append(names, canonical)
-		case canonical == "Connection" && slices.ContainsFunc(values, func(v string) bool {
+		case strings.EqualFold(canonical, "Connection") && slices.ContainsFunc(values, func(v string) bool {
 			return slices.ContainsFunc(strings.Split(v, ","), func(t string) bool {
 				return isIdentityHeader(http.CanonicalHeaderKey(strings.TrimSpace(t)))
 			})

@@ -32,6 +32,10 @@ func TestTakeClientIdentityHeaders(t *testing.T) {
 		{name: "malformed extra key", header: http.Header{"Impersonate-User": {"bob"}, "Impersonate-Extra-%zz": {"x"}}, wantErr: "malformed"},
 		{name: "connection names an impersonation header", header: http.Header{"Connection": {"keep-alive, impersonate-group"}}, wantErr: "Connection may not name Impersonate-Group"},
 		{name: "connection names authorization", header: http.Header{"Connection": {"Authorization"}}, wantErr: "may not name Authorization"},
+		{name: "two spellings of one user", header: http.Header{"Impersonate-User": {"a"}, "impersonate-user": {"b"}}, wantErr: "exactly one"},
+		{name: "name CanonicalHeaderKey leaves alone", header: http.Header{"Impersonate-User": {"bob"}, "impersonate-group x": {"system:masters"}},
+			wantErr: "not accepted"},
+		{name: "NUL in an x-remote name", header: http.Header{"x-remote-user\x00": {"admin"}}, wantErr: "not accepted"},
 		{name: "ordinary connection header", header: http.Header{"Connection": {"keep-alive, Upgrade"}}},
 	}
 	for _, tt := range tests {

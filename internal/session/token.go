@@ -141,9 +141,18 @@ type verified struct {
 // unverified payload is trusted beyond that routing decision.
 func (m *Manager) verifyToken(token string) (*verified, error) {
 	headerB64, rest, ok := strings.Cut(token, ".")
-	payloadB64, _, ok2 := strings.Cut(rest, ".")
+	payloadB64, sigB64, ok2 := strings.Cut(rest, ".")
 	if !ok || !ok2 || strings.Count(token, ".") != 2 {
 		return nil, fmt.Errorf("%w: not a compact JWS", ErrMalformed)
+	}
+	// go-jose decodes leniently (padding, unused low bits set, CR and LF skipped), so one
+	// signed token has many spellings; only the canonical one, the one Mint wrote, is a
+	// session.
+	if !onlyJWSBytes(token) {
+		return nil, fmt.Errorf("%w: bytes outside base64url", ErrMalformed)
+	}
+	if _, err := strictB64.DecodeString(sigB64); err != nil {
+		return nil, fmt.Errorf("%w: signature: not canonical base64url", ErrMalformed)
 	}
 	var routing struct {
 		Issuer string `json:"iss"`
@@ -209,12 +218,27 @@ func (m *Manager) verifyToken(token string) (*verified, error) {
 	}, nil
 }
 
-// decodeSegment decodes one base64url JSON segment. Its errors are fixed
-// strings: decoder errors can quote bytes of the token.
+// onlyJWSBytes reports whether token holds nothing but the base64url alphabet and dots.
+func onlyJWSBytes(token string) bool {
+	for i := 0; i < len(token); i++ {
+		switch c := token[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// strictB64 refuses padding and non-zero unused bits: the encoding of a segment is unique.
+var strictB64 = base64.RawURLEncoding.Strict()
+
+// decodeSegment decodes one canonical base64url JSON segment. Its errors are
+// fixed strings: decoder errors can quote bytes of the token.
 func decodeSegment(seg string, v any) error {
-	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	raw, err := strictB64.DecodeString(seg)
 	if err != nil {
-		return errors.New("not base64url")
+		return errors.New("not canonical base64url")
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return errors.New("not a JSON object of the expected shape")

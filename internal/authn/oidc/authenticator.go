@@ -149,6 +149,9 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (*a
 	if !slices.Contains(cfg.SigningAlgs, u.alg) {
 		return nil, false, rejectAlgorithm(cfg, u.alg)
 	}
+	if !canonicalJWS(token) {
+		return nil, false, rejectMalformed(cfg, errors.New("not in canonical base64url (padding, unused bits set, or bytes outside the alphabet)"))
+	}
 	id, err := iss.verify(ctx, token, now)
 	if err != nil {
 		return nil, false, err

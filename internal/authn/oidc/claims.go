@@ -41,6 +41,32 @@ func peek(token string) (unverified, bool) {
 	return unverified{alg: header.Alg, iss: iss}, true
 }
 
+// canonicalJWS reports whether token is a compact JWS in the one spelling of its bytes:
+// base64url without padding, unused low bits zero, nothing outside the alphabet. go-jose
+// decodes leniently (it also skips CR and LF), so without this one signed token would verify
+// under many strings, each its own cache entry and none the token the issuer wrote.
+func canonicalJWS(token string) bool {
+	for i := 0; i < len(token); i++ {
+		switch c := token[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	segs := strings.Split(token, ".")
+	if len(segs) != 3 {
+		return false
+	}
+	for _, seg := range segs {
+		if _, err := strictB64.DecodeString(seg); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+var strictB64 = base64.RawURLEncoding.Strict()
+
 func decodeSegment(seg string, v any) error {
 	b, err := base64.RawURLEncoding.DecodeString(seg)
 	if err != nil {

@@ -78,12 +78,28 @@ func (p *Policy) Validate() error {
 		}
 		v.duration(path+".maxDuration", e.MaxDuration)
 	}
+	if v.dropped > 0 {
+		v.errs = append(v.errs, fmt.Errorf("%s: and %d more problems", v.lastPath, v.dropped))
+	}
 	return errors.Join(v.errs...)
 }
 
-type validator struct{ errs []error }
+// maxProblems bounds what Validate reports: a generated file with the same mistake a million
+// times gets a readable error, not one of megabytes.
+const maxProblems = 100
+
+type validator struct {
+	errs     []error
+	dropped  int
+	lastPath string
+}
 
 func (v *validator) bad(path, format string, args ...any) {
+	if len(v.errs) >= maxProblems {
+		v.dropped++
+		v.lastPath = path
+		return
+	}
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
