@@ -209,7 +209,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		kubestatus.Write(w, http.StatusNotFound, "NotFound",
 			fmt.Sprintf("no cluster named %q behind this gateway; check the server URL in your kubeconfig", r.PathValue("name")))
 	})
-	g.handler = mux
+	// Outside the mux, so its own answers (redirects of unclean paths) are covered too.
+	g.handler = withFramingChecks(mux)
 	return g, nil
 }
 
