@@ -329,6 +329,13 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
 			fmt.Sprintf("request body is over the gateway's limit of %d bytes", tooBig.Limit))
 		return
+	case errors.Is(bodyErr, os.ErrDeadlineExceeded):
+		// The body stalled until timeouts.request. Checked before the client's going away: on
+		// HTTP/1.1 the read deadline cancels the request's context too.
+		p.cfg.OnUpstreamError("timeout")
+		requestctx.Refuse(r.Context(), requestctx.FailedUpstreamTimeout)
+		kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the request body did not arrive within the gateway's request timeout")
+		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nothing to answer.
 		requestctx.Refuse(r.Context(), requestctx.FailedClientClosed)
@@ -344,12 +351,6 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if bodyErr != nil {
 		// The client's body broke off or was malformed (a bad chunk): the API server never got a
 		// whole request. A body that stalled until timeouts.request is the timeout above.
-		if errors.Is(bodyErr, os.ErrDeadlineExceeded) {
-			p.cfg.OnUpstreamError("timeout")
-			requestctx.Refuse(r.Context(), requestctx.FailedUpstreamTimeout)
-			kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the request body did not arrive within the gateway's request timeout")
-			return
-		}
 		p.cfg.Logger.InfoContext(r.Context(), "request body could not be read", "error", bodyErr.Error())
 		requestctx.Refuse(r.Context(), requestctx.RefusedBadRequest)
 		w.Header().Set("Connection", "close")
