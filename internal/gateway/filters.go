@@ -19,6 +19,22 @@ import (
 	"github.com/kaccess/kaccess/internal/requestctx"
 )
 
+// withFramingChecks guards the HTTP/1.1 listener against request smuggling the server itself
+// lets pass. net/http accepts a request with both Content-Length and Transfer-Encoding:
+// chunked (it drops Content-Length and reads the chunks) and keeps the connection, so the
+// bytes after the chunked body are read as the next request; RFC 9112 (section 6.1) asks a
+// server to close the connection after such a request. The handler cannot see that
+// Content-Length was there, so every HTTP/1.1 request with a chunked body ends its
+// connection (kubectl sends Content-Length, and speaks HTTP/2).
+func withFramingChecks(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // withRecover answers 500 instead of dropping the connection when a handler panics.
 // http.ErrAbortHandler is how ReverseProxy ends a response it cannot finish; let it through.
 func withRecover(next http.Handler, log *slog.Logger) http.Handler {
@@ -109,6 +125,11 @@ func withTimeout(next http.Handler, d time.Duration) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
+		// The context alone does not bound a body the client stops sending: the upstream
+		// transport's read of it blocks, and net/http then holds the answer (and the
+		// connection) until the client sends more. A read deadline ends that read too.
+		// Not every writer supports it (ErrNotSupported): the context still applies.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -165,7 +165,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 			Cluster: name, Upstream: cl.URL, Transport: cl.ProxyTransport, UpgradeTransport: cl.UpgradeTransport,
 			SetCredentials: cl.SetCredentials,
 			Impersonation:  proxy.NewSARChecker(cl.Client.AuthorizationV1().SubjectAccessReviews(), 10*time.Second),
-			TrustedProxies: trusted, MaxBodyBytes: cfg.Limits.MaxBodyBytes, Logger: log,
+			TrustedProxies: trusted, MaxBodyBytes: cfg.Limits.MaxBodyBytes,
+			MaxHeaderBytes: cfg.Limits.MaxHeaderBytes, Logger: log,
 			OnUpstreamError: func(kind string) { errs.WithLabelValues(name, kind).Inc() },
 		})
 		if err != nil {
@@ -209,7 +210,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		kubestatus.Write(w, http.StatusNotFound, "NotFound",
 			fmt.Sprintf("no cluster named %q behind this gateway; check the server URL in your kubeconfig", r.PathValue("name")))
 	})
-	g.handler = mux
+	// Outside the mux, so its own answers (redirects of unclean paths) are covered too.
+	g.handler = withFramingChecks(mux)
 	return g, nil
 }
 

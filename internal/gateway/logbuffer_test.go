@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -32,5 +34,21 @@ func TestLoggerBuffersInfoAndWritesWarningsAtOnce(t *testing.T) {
 	flush()
 	if !strings.Contains(out.String(), `"msg":"last"`) {
 		t.Fatalf("flush did not write the last line: %q", out.String())
+	}
+}
+
+// The request info parser logs the whole query of a list it cannot parse, through klog and before
+// authentication: it lands in the gateway's log, in its format, with each value bounded.
+func TestLibraryLogLinesAreBounded(t *testing.T) {
+	out := &lockedWriter{w: &strings.Builder{}}
+	_, flush := NewLogger(config.Log{Level: "info", Format: "json"}, out)
+	r := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/a/configmaps?labelSelector="+strings.Repeat("a", 1<<20)+"%3Db", nil)
+	if _, err := requestInfoFactory.NewRequestInfo(r); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	got := out.String()
+	if !strings.Contains(got, `"msg":"Couldn't parse request"`) || len(got) > 4<<10 {
+		t.Fatalf("library log line of %d bytes: %.300s", len(got), got)
 	}
 }

@@ -24,7 +24,9 @@ func NewLogger(c config.Log, w io.Writer) (log *slog.Logger, flush func()) {
 	if c.Format == "text" {
 		h = slog.NewTextHandler(buf, opts)
 	}
-	return slog.New(flushOnWarn{WithRequestIDs(h), buf}), func() { _ = buf.Flush() }
+	h = flushOnWarn{WithRequestIDs(h), buf}
+	routeKlog(h)
+	return slog.New(h), func() { _ = buf.Flush() }
 }
 
 // WithRequestIDs adds the request id to every record logged with a request's context, so each

@@ -11,14 +11,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"k8s.io/streaming/pkg/httpstream"
 
@@ -54,6 +57,10 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
+	// MaxHeaderBytes bounds the URL and headers as HTTP/2 counts them (32 bytes a field more
+	// than name and value). The client's listener lets a little more through than its limit
+	// says, and the API server would refuse the rest only after the request left.
+	MaxHeaderBytes int
 	// Logger, and OnUpstreamError counting failures by kind ("unreachable", "timeout", ...).
 	Logger          *slog.Logger
 	OnUpstreamError func(kind string)
@@ -103,6 +110,36 @@ func (p *Proxy) reverseProxy(rt http.RoundTripper, buffers httputil.BufferPool) 
 // forward carries, from ServeHTTP to rewrite, the identity headers decided for the request.
 type forward struct {
 	header http.Header
+	body   *bodyReadError
+}
+
+// bodyReadError remembers why reading the client's body failed, if it did: the upstream
+// transport reads it on its own goroutine and reports only that the request broke.
+type bodyReadError struct {
+	io.ReadCloser
+	mu  sync.Mutex
+	err error
+}
+
+func (b *bodyReadError) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *bodyReadError) failed() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 type forwardKey struct{}
@@ -180,15 +217,38 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("request body of %d bytes is over the gateway's limit of %d bytes", r.ContentLength, p.cfg.MaxBodyBytes))
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody && p.cfg.MaxBodyBytes > 0 {
-		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+	if n := headerListSize(r); p.cfg.MaxHeaderBytes > 0 && n > p.cfg.MaxHeaderBytes {
+		requestctx.Refuse(r.Context(), requestctx.RefusedTooLarge)
+		kubestatus.Write(w, http.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge",
+			fmt.Sprintf("URL and headers of %d bytes are over the gateway's limit of %d bytes", n, p.cfg.MaxHeaderBytes))
+		return
 	}
-	r = r.WithContext(context.WithValue(r.Context(), forwardKey{}, forward{header: out}))
+	var body *bodyReadError
+	if r.Body != nil && r.Body != http.NoBody {
+		if p.cfg.MaxBodyBytes > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+		}
+		body = &bodyReadError{ReadCloser: r.Body}
+		r.Body = body
+	}
+	r = r.WithContext(context.WithValue(r.Context(), forwardKey{}, forward{header: out, body: body}))
 	if httpstream.IsUpgradeRequest(r) {
 		p.upgrade.ServeHTTP(w, r)
 		return
 	}
 	p.ordinary.ServeHTTP(w, r)
+}
+
+// headerListSize is what the request's URL and headers weigh in HTTP/2's terms (RFC 9113
+// section 6.5.2), which is how the upstream transport and the API server count them.
+func headerListSize(r *http.Request) int {
+	n := len(r.URL.RequestURI()) + len(r.Method) + len(r.Host) + 4*32
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 32
+		}
+	}
+	return n
 }
 
 // rewrite builds the upstream request. ReverseProxy has already dropped hop-by-hop headers and
@@ -261,11 +321,20 @@ func (p *Proxy) trusted(host string) bool {
 // The detail goes to the log; the client gets a short, safe message.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	var tooBig *http.MaxBytesError
+	fwd, _ := r.Context().Value(forwardKey{}).(forward)
+	bodyErr := fwd.body.failed()
 	switch {
-	case errors.As(err, &tooBig):
+	case errors.As(err, &tooBig) || errors.As(bodyErr, &tooBig):
 		requestctx.Refuse(r.Context(), requestctx.RefusedTooLarge)
 		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
 			fmt.Sprintf("request body is over the gateway's limit of %d bytes", tooBig.Limit))
+		return
+	case errors.Is(bodyErr, os.ErrDeadlineExceeded):
+		// The body stalled until timeouts.request. Checked before the client's going away: on
+		// HTTP/1.1 the read deadline cancels the request's context too.
+		p.cfg.OnUpstreamError("timeout")
+		requestctx.Refuse(r.Context(), requestctx.FailedUpstreamTimeout)
+		kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the request body did not arrive within the gateway's request timeout")
 		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nothing to answer.
@@ -277,6 +346,15 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		requestctx.Refuse(r.Context(), requestctx.FailedUpstreamTimeout)
 		p.cfg.Logger.WarnContext(r.Context(), "upstream timeout", "cluster", p.cfg.Cluster, "error", err.Error())
 		kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the API server did not answer in time; try again or raise timeouts.request")
+		return
+	}
+	if bodyErr != nil {
+		// The client's body broke off or was malformed (a bad chunk): the API server never got a
+		// whole request. A body that stalled until timeouts.request is the timeout above.
+		p.cfg.Logger.InfoContext(r.Context(), "request body could not be read", "error", bodyErr.Error())
+		requestctx.Refuse(r.Context(), requestctx.RefusedBadRequest)
+		w.Header().Set("Connection", "close")
+		kubestatus.BadRequest(w, "the request body could not be read: it was malformed or cut off")
 		return
 	}
 	p.cfg.OnUpstreamError("unreachable")

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -191,5 +193,54 @@ func TestUpstreamFailuresSayWhy(t *testing.T) {
 				t.Fatalf("code %d refusal %q forwarded %v; want %d %q true", w.Code, st.Refusal, st.Forwarded, tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// failingBody is a client body that breaks off part way, as a malformed chunk does.
+type failingBody struct{ sent bool }
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, `{"kind":`), nil
+	}
+	return 0, errors.New("malformed chunked encoding")
+}
+
+func (b *failingBody) Close() error { return nil }
+
+// A body that cannot be read is the client's fault, not the API server's: 400, refused as a bad
+// request, not 502 "upstream failed"; and URL and headers over the limit get 431 before they go.
+func TestClientFaultsAreRefusals(t *testing.T) {
+	t.Parallel()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(upstream.Close)
+	u, _ := url.Parse(upstream.URL)
+	p, err := New(Config{Cluster: "c", Upstream: u, Transport: http.DefaultTransport, UpgradeTransport: http.DefaultTransport,
+		Impersonation: denyAll{}, MaxHeaderBytes: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := &authn.Identity{User: "alice"}
+	do := func(r *http.Request) (int, requestctx.Refusal) {
+		st := &requestctx.State{ID: "req-1"}
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r.WithContext(authn.WithIdentity(requestctx.WithState(r.Context(), st), alice)))
+		return w.Code, st.Refusal
+	}
+	post := httptest.NewRequest(http.MethodPost, "/api/v1/namespaces/a/configmaps", &failingBody{})
+	post.ContentLength = -1
+	if code, why := do(post); code != http.StatusBadRequest || why != requestctx.RefusedBadRequest {
+		t.Errorf("broken body: %d %q, want 400 %q", code, why, requestctx.RefusedBadRequest)
+	}
+	long := httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/a/configmaps?labelSelector=a%3D"+strings.Repeat("b", 8<<10), nil)
+	if code, why := do(long); code != http.StatusRequestHeaderFieldsTooLarge || why != requestctx.RefusedTooLarge {
+		t.Errorf("long URL: %d %q, want 431 %q", code, why, requestctx.RefusedTooLarge)
+	}
+	if code, why := do(httptest.NewRequest(http.MethodGet, "/api/v1/namespaces/a/configmaps?labelSelector=a%3Db", nil)); code != http.StatusCreated || why != "" {
+		t.Errorf("ordinary request: %d %q", code, why)
 	}
 }
