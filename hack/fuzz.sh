@@ -29,12 +29,24 @@ for t in "${targets[@]}"; do
 	i=$((i + 1))
 	dir="${t% *}" name="${t#* }"
 	echo ">> fuzz [${i}/${#targets[@]}] ./${dir} ${name} for ${fuzztime}"
+	log="${TMPDIR:-/tmp}/kaccess-fuzz.log"
+	corpus="${dir}/testdata/fuzz/${name}"
+	before="$(ls "${corpus}" 2>/dev/null | sort || true)"
 	# -run '^$': the package's tests run in `make test`; here only the target.
-	if ! "${go}" test -run '^$' -fuzz "^${name}\$" -fuzztime "${fuzztime}" -timeout 10m "./${dir}" >"${TMPDIR:-/tmp}/kaccess-fuzz.log" 2>&1; then
-		cat "${TMPDIR:-/tmp}/kaccess-fuzz.log"
-		echo "fuzz: ${name} failed; the input is under ./${dir}/testdata/fuzz/${name}/" >&2
+	if ! "${go}" test -run '^$' -fuzz "^${name}\$" -fuzztime "${fuzztime}" -timeout 10m "./${dir}" >"${log}" 2>&1; then
+		after="$(ls "${corpus}" 2>/dev/null | sort || true)"
+		# Go 1.26's fuzz coordinator can fail a target with a bare "context deadline exceeded"
+		# when -fuzztime ends while a worker is mid-call (go.dev/issue/75804, fixed in Go 1.27):
+		# no input was found then, and none is written. A real finding always writes one.
+		if [[ "${after}" == "${before}" ]] && grep -q '^    context deadline exceeded$' "${log}" &&
+			! grep -qE 'panic:|Failing input written' "${log}"; then
+			echo "   ignored: the fuzz coordinator's end-of-time race (go.dev/issue/75804); no input found or written"
+			continue
+		fi
+		cat "${log}"
+		echo "fuzz: ${name} failed; the input is under ./${corpus}/" >&2
 		exit 1
 	fi
-	tail -n 1 "${TMPDIR:-/tmp}/kaccess-fuzz.log" | sed 's/^/   /'
+	tail -n 1 "${log}" | sed 's/^/   /'
 done
 echo ">> fuzz: ${#targets[@]} targets in $((SECONDS - start))s"
