@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 	"internal/authn/ldap":        {"internal/authn", "internal/duration"},
 	"internal/authn/oidc":        {"internal/authn", "internal/duration"},
 	"internal/cli":               {"internal/rbacsync", "internal/rbacsync/policy"},
-	"internal/config":            {"internal/authn/ldap", "internal/authn/oidc", "internal/duration"},
+	"internal/config":            {"internal/authn/ldap", "internal/authn/oidc", "internal/duration", "internal/yamldoc"},
 	"internal/duration":          nil,
 	"internal/gateway":           {"internal/access", "internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/detect", "internal/audit/event", "internal/audit/query", "internal/audit/schema", "internal/audit/ship", "internal/audit/spool", "internal/audit/webhook", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/rbacsync", "internal/rbacsync/policy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
 	"internal/kubestatus":        nil,
@@ -45,11 +45,12 @@ var allowed = map[string][]string{
 	"internal/requestctx":        {"internal/authn"},
 	"internal/revocation":        nil,
 	"internal/rbacsync":          {"internal/rbacsync/policy"},
-	"internal/rbacsync/policy":   nil,
+	"internal/rbacsync/policy":   {"internal/yamldoc"},
 	"internal/session":           nil,
 	"internal/testenv":           nil,
 	"internal/tlsutil":           nil,
 	"internal/upstream":          {"internal/config"},
+	"internal/yamldoc":           nil,
 }
 
 type pkg struct {

@@ -5,20 +5,18 @@
 package config
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kaccess/kaccess/internal/authn/ldap"
 	"github.com/kaccess/kaccess/internal/authn/oidc"
+	"github.com/kaccess/kaccess/internal/yamldoc"
 )
 
 // Config is the whole gateway configuration file.
@@ -182,7 +180,7 @@ func Parse(data []byte) (*Config, error) {
 // "StateDir" together would silently keep one; sigs.k8s.io/json, the API server's decoder, is
 // case-sensitive and names unknown fields by their path.
 func decodeStrict(data []byte, v any) error {
-	if err := singleDocument(data); err != nil {
+	if err := yamldoc.Single(data, "configuration"); err != nil {
 		return err
 	}
 	j, err := yaml.YAMLToJSONStrict(data)
@@ -194,28 +192,6 @@ func decodeStrict(data []byte, v any) error {
 		return err
 	}
 	return errors.Join(strictErrs...)
-}
-
-// singleDocument refuses a file of several YAML documents: the decoder reads only the first,
-// and the rest would be dropped without a word.
-func singleDocument(data []byte) error {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	docs := 0
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if j, err := yaml.YAMLToJSON(doc); err == nil && string(bytes.TrimSpace(j)) == "null" {
-			continue // empty, or only comments
-		}
-		if docs++; docs > 1 {
-			return errors.New("more than one YAML document (---): put the whole configuration in one")
-		}
-	}
 }
 
 // SetDefaults fills what the file left out.

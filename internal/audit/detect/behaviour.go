@@ -81,43 +81,64 @@ func (c Config) newSource() Detection {
 		Severity:  Low,
 		Technique: validAccounts,
 		Query: func(w Window) (string, map[string]string) {
-			// The window is reduced to its (user, IP, client) combinations, a few per user,
-			// before anything is compared with the history; evidence is then gathered only for
-			// the combinations with something new (a set lookup per row), not kept for all.
-			return c.sql(`
+			return c.sql(newCombos(newCombosQuery{
+				who:        "user != ''",
+				historyWho: "user != '' AND NOT startsWith(user, 'system:serviceaccount:')",
+				having:     "uniqExact(toDate(time)) >= {min_days:UInt32}",
+				phrase:     "new for them",
+				ipSeverity: "medium",
+			})), c.params(w, "min_days", itoa(c.MinHistoryDays))
+		},
+	}
+}
+
+// newCombosQuery is what new-source and unknown-client tell apart: whose requests, whose
+// history (and how much of it) counts, the summary's words and a new address's severity.
+type newCombosQuery struct {
+	who, historyWho, having string
+	phrase, ipSeverity      string
+}
+
+// newCombos is the query of the (user, source IP, client product) combinations of the window
+// that the user's history lacks. The window is reduced to its combinations, a few per user,
+// before anything is compared with the history; evidence is then gathered only for the
+// combinations with something new (a set lookup per row), not kept for all.
+func newCombos(q newCombosQuery) string {
+	having := ""
+	if q.having != "" {
+		having = "\n    HAVING " + q.having
+	}
+	return `
 WITH
 old AS (
     SELECT user, groupUniqArray(source_ip) AS ips, groupUniqArray(splitByChar('/', user_agent)[1]) AS agents
     FROM $events
-    WHERE $history AND kind = 'request' AND user != '' AND NOT startsWith(user, 'system:serviceaccount:')
-    GROUP BY user
-    HAVING uniqExact(toDate(time)) >= {min_days:UInt32}
+    WHERE $history AND kind = 'request' AND ` + q.historyWho + `
+    GROUP BY user` + having + `
 ),
 news AS (
     SELECT user, source_ip, product, NOT has(ips, source_ip) AS new_ip, NOT has(agents, product) AS new_agent
     FROM (
         SELECT DISTINCT user, source_ip, splitByChar('/', user_agent)[1] AS product
         FROM $events
-        WHERE $window AND kind = 'request' AND user != ''
+        WHERE $window AND kind = 'request' AND ` + q.who + `
     ) AS combos
     INNER JOIN old USING user
     WHERE (new_ip AND source_ip != '') OR (new_agent AND product != '')
 )
 SELECT cluster, user AS subject, kv.1 AS attr, kv.2 AS value,
-    concat(user, ' used ', attr, ' ', if(attr = 'user agent', any(user_agent), value), ', new for them: ',
+    concat(user, ' used ', attr, ' ', if(attr = 'user agent', any(user_agent), value), ', ` + q.phrase + `: ',
         toString(count()), ' request(s)') AS summary,
-    if(attr = 'source IP', 'medium', '') AS severity,
+    if(attr = 'source IP', '` + q.ipSeverity + `', '') AS severity,
     min(time) AS first_seen, max(time) AS last_seen, count() AS count, $evidence AS event_ids
 FROM (
     SELECT cluster, user, source_ip, splitByChar('/', user_agent)[1] AS product, user_agent, time, event_id
     FROM $events
-    WHERE $window AND kind = 'request' AND user != ''
+    WHERE $window AND kind = 'request' AND ` + q.who + `
 ) AS e
 INNER JOIN news USING (user, source_ip, product)
 ARRAY JOIN [('source IP', source_ip, new_ip AND source_ip != ''), ('user agent', product, new_agent AND product != '')] AS kv
 WHERE kv.3
 GROUP BY cluster, user, attr, value
-$limit`), c.params(w, "min_days", itoa(c.MinHistoryDays))
-		},
-	}
+$limit`
 }

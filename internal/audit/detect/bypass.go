@@ -63,39 +63,8 @@ func (c Config) unknownClient() Detection {
 		Severity:  Medium,
 		Technique: &Technique{ID: "T1528", Name: "Steal Application Access Token"},
 		Query: func(w Window) (string, map[string]string) {
-			return c.sql(`
-WITH
-old AS (
-    SELECT user, groupUniqArray(source_ip) AS ips, groupUniqArray(splitByChar('/', user_agent)[1]) AS agents
-    FROM $events
-    WHERE $history AND kind = 'request' AND startsWith(user, 'system:serviceaccount:')
-    GROUP BY user
-),
-news AS (
-    SELECT user, source_ip, product, NOT has(ips, source_ip) AS new_ip, NOT has(agents, product) AS new_agent
-    FROM (
-        SELECT DISTINCT user, source_ip, splitByChar('/', user_agent)[1] AS product
-        FROM $events
-        WHERE $window AND kind = 'request' AND startsWith(user, 'system:serviceaccount:')
-    ) AS combos
-    INNER JOIN old USING user
-    WHERE (new_ip AND source_ip != '') OR (new_agent AND product != '')
-)
-SELECT cluster, user AS subject, kv.1 AS attr, kv.2 AS value,
-    concat(user, ' used ', attr, ' ', if(attr = 'user agent', any(user_agent), value), ', never used by it before: ',
-        toString(count()), ' request(s)') AS summary,
-    if(attr = 'source IP', 'high', '') AS severity,
-    min(time) AS first_seen, max(time) AS last_seen, count() AS count, $evidence AS event_ids
-FROM (
-    SELECT cluster, user, source_ip, splitByChar('/', user_agent)[1] AS product, user_agent, time, event_id
-    FROM $events
-    WHERE $window AND kind = 'request' AND startsWith(user, 'system:serviceaccount:')
-) AS e
-INNER JOIN news USING (user, source_ip, product)
-ARRAY JOIN [('source IP', source_ip, new_ip AND source_ip != ''), ('user agent', product, new_agent AND product != '')] AS kv
-WHERE kv.3
-GROUP BY cluster, user, attr, value
-$limit`), c.params(w)
+			sa := "startsWith(user, 'system:serviceaccount:')"
+			return c.sql(newCombos(newCombosQuery{who: sa, historyWho: sa, phrase: "never used by it before", ipSeverity: "high"})), c.params(w)
 		},
 	}
 }

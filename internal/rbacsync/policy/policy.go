@@ -5,17 +5,15 @@
 package policy
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kaccess/kaccess/internal/yamldoc"
 )
 
 // The file's type.
@@ -101,7 +99,7 @@ func Load(data []byte) (*Policy, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("decode access policy: %d bytes exceeds the limit of %d", len(data), MaxFileSize)
 	}
-	if err := singleDocument(data); err != nil {
+	if err := yamldoc.Single(data, "policy"); err != nil {
 		return nil, fmt.Errorf("decode access policy: %w", err)
 	}
 	j, err := yaml.YAMLToJSONStrict(data)
@@ -127,29 +125,6 @@ func Load(data []byte) (*Policy, error) {
 
 // MaxFileSize bounds a policy file; one for thousands of bindings is a few hundred KB.
 const MaxFileSize = 4 << 20
-
-// singleDocument refuses a file of several YAML documents: the decoder reads only the first,
-// and the rest (a policy pasted after another) would be dropped without a word.
-func singleDocument(data []byte) error {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	docs := 0
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if j, err := yaml.YAMLToJSON(doc); err == nil && string(bytes.TrimSpace(j)) == "null" {
-			continue // empty, or only comments
-		}
-		if docs++; docs > 1 {
-			return errors.New("more than one YAML document (---): put the whole policy in one")
-		}
-	}
-	return nil
-}
 
 // SetDefaults fills in what was left empty.
 func (p *Policy) SetDefaults() {
