@@ -129,7 +129,12 @@ func withTimeout(next http.Handler, d time.Duration) http.Handler {
 		// transport's read of it blocks, and net/http then holds the answer (and the
 		// connection) until the client sends more. A read deadline ends that read too.
 		// Not every writer supports it (ErrNotSupported): the context still applies.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		// Without a body (ContentLength 0: net/http and its HTTP/2 server allow no bytes then)
+		// there is nothing to bound, and on HTTP/2 the deadline costs a round trip through the
+		// connection's serve goroutine and a timer on every GET.
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
