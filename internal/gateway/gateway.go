@@ -157,6 +157,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		g.stopBackground()
 		return nil, err
 	}
+	g.metrics.initKnown(cfg, sources)
 	mux := http.NewServeMux()
 	for i, cc := range cfg.Clusters {
 		cl := g.clusters[i]

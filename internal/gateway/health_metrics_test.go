@@ -84,7 +84,14 @@ func TestHealthMetricsFollowTheirState(t *testing.T) {
 		t.Fatalf("last success %v after the store came back, was %v", got, last)
 	}
 
-	// Logins: one wrong password, one success, by source and outcome.
+	// Logins: the outcomes the alerts watch exist at 0 before any login (increase() needs a
+	// first sample), then one wrong password and one success are counted.
+	for _, series := range []string{`kaccess_logins_total{outcome="directory_unavailable",source="corp"}`,
+		`kaccess_upstream_errors_total{cluster="test",kind="unreachable"}`} {
+		if v, ok := m[series]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v), want 0 from the start", series, v, ok)
+		}
+	}
 	client := g.httpClient()
 	for _, pw := range []string{"wrong", "s3cret!"} {
 		body := fmt.Sprintf(`{"source":"corp","username":"alice","password":%q}`, pw)

@@ -2,8 +2,42 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaccess/kaccess/internal/apiserver"
+	"github.com/kaccess/kaccess/internal/config"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// Outcomes the alert rules (deploy/prometheus) watch. Their series exist at 0 from the start:
+// increase() over a series that appears with its first failure sees no increase.
+var (
+	passwordLoginOutcomes = []string{"success", "invalid_credentials", "account_disabled", "account_locked",
+		"password_expired", "rate_limited", "directory_unavailable", "source_error"}
+	idTokenLoginOutcomes = []string{"success", "idp_unavailable"}
+	upstreamErrorKinds   = []string{"unreachable", "timeout", "impersonation_check"}
+)
+
+// initKnown creates the series of the configured clusters and login sources at 0.
+func (m *metrics) initKnown(cfg *config.Config, sources map[string]apiserver.Source) {
+	for _, c := range cfg.Clusters {
+		for _, kind := range upstreamErrorKinds {
+			m.upstreamErrors.WithLabelValues(c.Name, kind)
+		}
+	}
+	oidc := false
+	for name, src := range sources {
+		outcomes := passwordLoginOutcomes
+		if src.Passwords == nil {
+			outcomes, oidc = idTokenLoginOutcomes, true
+		}
+		for _, o := range outcomes {
+			m.logins.WithLabelValues(name, o)
+		}
+	}
+	if oidc { // ID tokens presented to the proxy itself (kubectl with an OIDC plugin)
+		m.authn.WithLabelValues("", "idp_unavailable")
+	}
+}
 
 // metrics are the gateway's Prometheus series. Labels stay bounded: verbs and resources come
 // from the Kubernetes API's own vocabulary, never from user names or object names.
