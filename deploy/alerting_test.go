@@ -55,6 +55,20 @@ func TestAlertmanagerConfigRoutesBySeverity(t *testing.T) {
 	}
 }
 
+// Findings of the scheduled detections (a detection label) go to the security receivers,
+// paging for critical and high ones, whatever else they carry.
+func TestAlertmanagerConfigRoutesFindingsToSecurity(t *testing.T) {
+	amtool := testenv.ToolBinary(t, "amtool")
+	config := filepath.Join("alertmanager", "alertmanager.yaml")
+	for severity, want := range map[string]string{"critical": "security-page", "high": "security-page", "medium": "security-ticket", "low": "security-ticket"} {
+		out, err := exec.Command(amtool, "config", "routes", "test", "--config.file="+config,
+			"detection=secret-read-burst", "severity="+severity, "cluster=prod", "subject=alice").CombinedOutput()
+		if got := strings.TrimSpace(string(out)); err != nil || got != want {
+			t.Errorf("a %s finding routes to %q (%v), want %s", severity, got, err, want)
+		}
+	}
+}
+
 type ruleAlert struct{ name, severity string }
 
 func ruleAlerts(t *testing.T) []ruleAlert {
@@ -137,13 +151,19 @@ func alert(name, severity, instance string) testenv.PostableAlert {
 	}
 }
 
+// finding is a scheduled detection's finding as the gateway delivers it (its labels).
+func finding(detection, severity, subject string) testenv.PostableAlert {
+	return testenv.PostableAlert{Labels: map[string]string{"alertname": "KaccessFinding", "detection": detection,
+		"severity": severity, "cluster": "prod", "subject": subject}}
+}
+
 // delivered is "<receiver path> <status> <alertnames>" per notification, sorted.
 func delivered(ns []testenv.WebhookNotification) []string {
 	var out []string
 	for _, n := range ns {
 		var names []string
 		for _, a := range n.Alerts {
-			names = append(names, a.Labels["alertname"]+"@"+a.Labels["instance"])
+			names = append(names, a.Labels["alertname"]+"@"+a.Labels["instance"]+a.Labels["subject"])
 		}
 		slices.Sort(names)
 		out = append(out, n.Path+" "+n.Status+" "+strings.Join(names, ","))
@@ -164,9 +184,10 @@ func TestAlertmanagerInhibitsTheAuditCascade(t *testing.T) {
 		alert("KaccessAuditSpoolFilling", "warning", "gw-1:9090"),
 	}
 	tests := []struct {
-		name   string
-		alerts []testenv.PostableAlert
-		want   []string
+		name      string
+		alerts    []testenv.PostableAlert
+		want      []string
+		inhibited int
 	}{
 		{
 			name: "store down, spool riding it out",
@@ -179,6 +200,7 @@ func TestAlertmanagerInhibitsTheAuditCascade(t *testing.T) {
 				"/ticket firing KaccessAuditStoreDown@gw-1:9090",
 				"/ticket firing KaccessLoginFailureBurst@gw-1:9090",
 			},
+			inhibited: 2,
 		},
 		{
 			name: "spool full, requests refused",
@@ -190,11 +212,24 @@ func TestAlertmanagerInhibitsTheAuditCascade(t *testing.T) {
 				"/page firing KaccessAuditRefusingRequests@gw-1:9090",
 				"/ticket firing KaccessCertificateExpiresSoon@gw-1:9090",
 			},
+			inhibited: 3,
 		},
 		{
-			name:   "store up but slow: the lag explains the filling spool",
-			alerts: []testenv.PostableAlert{cascade[1], cascade[2]},
-			want:   []string{"/ticket firing KaccessAuditShipperLagging@gw-1:9090"},
+			name: "findings: one notification per detection and cluster",
+			alerts: []testenv.PostableAlert{
+				finding("secret-read-burst", "high", "alice"), finding("secret-read-burst", "high", "bob"),
+				finding("exec-into-kube-system", "medium", "carol"),
+			},
+			want: []string{
+				"/security-page firing KaccessFinding@alice,KaccessFinding@bob",
+				"/security-ticket firing KaccessFinding@carol",
+			},
+		},
+		{
+			name:      "store up but slow: the lag explains the filling spool",
+			alerts:    []testenv.PostableAlert{cascade[1], cascade[2]},
+			want:      []string{"/ticket firing KaccessAuditShipperLagging@gw-1:9090"},
+			inhibited: 1,
 		},
 	}
 	for _, tt := range tests {
@@ -234,8 +269,8 @@ func TestAlertmanagerInhibitsTheAuditCascade(t *testing.T) {
 					suppressed++
 				}
 			}
-			if suppressed != len(tt.alerts)-len(tt.want) {
-				t.Errorf("%d alerts inhibited, want %d", suppressed, len(tt.alerts)-len(tt.want))
+			if suppressed != tt.inhibited {
+				t.Errorf("%d alerts inhibited, want %d", suppressed, tt.inhibited)
 			}
 		})
 	}
