@@ -17,8 +17,8 @@ version="$("${go}" list -m -f '{{.Version}}' github.com/prometheus/alertmanager)
 
 work="${bin}/.src/alertmanager-${version}"
 rm -rf "${work}"
-rmdir "${bin}/.src" 2>/dev/null || true
 mkdir -p "${work}"
+trap 'rm -rf "${work}"; rmdir "${bin}/.src" 2>/dev/null || true' EXIT
 cp -r "${src}" "${work}/alertmanager"
 chmod -R u+w "${work}/alertmanager"
 for ui in elm mantine; do
@@ -37,5 +37,3 @@ cp go.sum "${work}/go.sum"
 
 "${go}" build -modfile="${work}/go.mod" -ldflags "-X github.com/prometheus/common/version.Version=${version#v}" -o "${bin}/alertmanager" github.com/prometheus/alertmanager/cmd/alertmanager
 "${go}" build -modfile="${work}/go.mod" -ldflags "-X github.com/prometheus/common/version.Version=${version#v}" -o "${bin}/amtool" github.com/prometheus/alertmanager/cmd/amtool
-rm -rf "${work}"
-rmdir "${bin}/.src" 2>/dev/null || true
