@@ -57,6 +57,9 @@ func (g *Gateway) mountAuditWebhooks(mux *http.ServeMux) error {
 	g.metrics.registry.MustRegister(events)
 	for _, cl := range g.clusters {
 		name := cl.Name
+		for _, outcome := range []string{"stored", "duplicate", "gateway", "stage"} {
+			events.WithLabelValues(name, outcome) // at 0 from the start, for rate() and increase()
+		}
 		recv, err := webhook.New(webhook.Config{
 			Cluster: name, Recorder: g.audit.capture, Token: token, ClientCAs: cas, ClientNames: wc.ClientNames,
 			GatewayUsers:  gatewayIdentity(cl),

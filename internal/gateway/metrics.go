@@ -2,8 +2,42 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaccess/kaccess/internal/apiserver"
+	"github.com/kaccess/kaccess/internal/config"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// Outcomes the alert rules (deploy/prometheus) watch. Their series exist at 0 from the start:
+// increase() over a series that appears with its first failure sees no increase.
+var (
+	passwordLoginOutcomes = []string{"success", "invalid_credentials", "account_disabled", "account_locked",
+		"password_expired", "rate_limited", "directory_unavailable", "source_error"}
+	idTokenLoginOutcomes = []string{"success", "idp_unavailable"}
+	upstreamErrorKinds   = []string{"unreachable", "timeout", "impersonation_check"}
+)
+
+// initKnown creates the series of the configured clusters and login sources at 0.
+func (m *metrics) initKnown(cfg *config.Config, sources map[string]apiserver.Source) {
+	for _, c := range cfg.Clusters {
+		for _, kind := range upstreamErrorKinds {
+			m.upstreamErrors.WithLabelValues(c.Name, kind)
+		}
+	}
+	oidc := false
+	for name, src := range sources {
+		outcomes := passwordLoginOutcomes
+		if src.Passwords == nil {
+			outcomes, oidc = idTokenLoginOutcomes, true
+		}
+		for _, o := range outcomes {
+			m.logins.WithLabelValues(name, o)
+		}
+	}
+	if oidc { // ID tokens presented to the proxy itself (kubectl with an OIDC plugin)
+		m.authn.WithLabelValues("", "idp_unavailable")
+	}
+}
 
 // metrics are the gateway's Prometheus series. Labels stay bounded: verbs and resources come
 // from the Kubernetes API's own vocabulary, never from user names or object names.
@@ -15,6 +49,7 @@ type metrics struct {
 	authn          *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	upstreamReady  *prometheus.GaugeVec
+	logins         *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -46,8 +81,12 @@ func newMetrics() *metrics {
 			Name: "kaccess_upstream_ready",
 			Help: "1 when the cluster's API server answered its last readiness probe, else 0.",
 		}, []string{"cluster"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kaccess_logins_total",
+			Help: "Logins (password or ID token exchange) by configured source and outcome: success, or why it failed (invalid_credentials, directory_unavailable, idp_unavailable, ...).",
+		}, []string{"source", "outcome"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.inflight, m.authn, m.upstreamErrors, m.upstreamReady,
+	m.registry.MustRegister(m.requests, m.latency, m.inflight, m.authn, m.upstreamErrors, m.upstreamReady, m.logins,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
