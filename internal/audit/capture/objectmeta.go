@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -179,7 +180,9 @@ func (s *jscan) str() (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if bytes.IndexByte(v, '\\') < 0 {
+	// Invalid UTF-8 goes through encoding/json too, so a name reads as it would for any JSON
+	// reader (each bad byte a U+FFFD), not as raw bytes.
+	if bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
 		return string(v), true
 	}
 	var out string
