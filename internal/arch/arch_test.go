@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"internal/audit/event":       {"internal/authn"},
 	"internal/audit/clickhouse":  {"internal/audit/event", "internal/audit/schema"},
 	"internal/audit/detect":      {"internal/audit/event", "internal/audit/schema"},
+	"internal/audit/findings":    {"internal/audit/detect", "internal/audit/event", "internal/audit/query", "internal/audit/schema"},
 	"internal/audit/k8saudit":    {"internal/audit/event"},
 	"internal/audit/schema":      {"internal/audit/event"},
 	"internal/audit/query":       {"internal/audit/event", "internal/audit/schema"},
