@@ -27,6 +27,7 @@ import (
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/kubestatus"
 	"github.com/kaccess/kaccess/internal/proxy"
+	"github.com/kaccess/kaccess/internal/rbacsync"
 	"github.com/kaccess/kaccess/internal/revocation"
 	"github.com/kaccess/kaccess/internal/session"
 	"github.com/kaccess/kaccess/internal/tlsutil"
@@ -38,16 +39,18 @@ var Version = "dev"
 
 // Gateway is a configured, not yet serving, gateway.
 type Gateway struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	metrics  *metrics
-	sessions *session.Manager
-	api      *apiserver.Server
-	audit    *audit
-	access   *governance
-	clusters []*upstream.Cluster
-	handler  http.Handler
-	tls      *tls.Config
+	cfg         *config.Config
+	log         *slog.Logger
+	metrics     *metrics
+	sessions    *session.Manager
+	api         *apiserver.Server
+	audit       *audit
+	access      *governance
+	findings    *scheduledFindings
+	clusters    []*upstream.Cluster
+	handler     http.Handler
+	tls         *tls.Config
+	leaseTiming leaseTiming
 	// CAPEM is the CA clients must trust: the generated one, or nil with an operator certificate.
 	CAPEM []byte
 
@@ -65,8 +68,9 @@ type Gateway struct {
 type Option func(*options)
 
 type options struct {
-	sources    map[string]apiserver.Source
-	auditStore StoreOpener
+	sources     map[string]apiserver.Source
+	auditStore  StoreOpener
+	leaseTiming leaseTiming
 }
 
 // WithPasswordSource adds a login source beside the configured directories (tests, embedding).
@@ -90,7 +94,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		}
 		sources[d.Name] = apiserver.Source{Type: d.Type, Passwords: src}
 	}
-	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics()}
+	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics(), leaseTiming: o.leaseTiming}
 	g.background, g.stopBackground = context.WithCancel(context.Background())
 	if err := g.setupTLS(); err != nil {
 		return nil, err
@@ -156,6 +160,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		g.stopBackground()
 		return nil, err
 	}
+	if err := g.setupFindings(); err != nil {
+		g.stopBackground()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	for i, cc := range cfg.Clusters {
 		cl := g.clusters[i]
@@ -186,6 +194,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		AuditQuery:    &query.Engine{Querier: g.audit.store, Database: g.auditDatabase()},
 		Detections:    detections{q: g.audit.store},
 		AuditorGroups: cfg.Audit.AuditorGroups,
+		Findings:      g.findings,
 	}
 	if g.access != nil {
 		apiCfg.Access = g.access.service
@@ -362,6 +371,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	go g.exportReadiness(probes)
 	waitAccess := g.runAccess(probes)
+	waitFindings := g.runFindings(probes, rbacsync.DefaultIdentity())
 	// The shipper outlives the drain, so records of the last requests go out too; whatever
 	// it has not shipped at exit stays in the spool for the next start.
 	shipping, stopShipping := context.WithCancel(context.Background())
@@ -397,6 +407,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.api.Close()
 	stopProbes()
 	waitAccess()
+	waitFindings()
 	g.stopBackground()
 	g.log.Info("stopped")
 	return nil
