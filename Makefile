@@ -24,7 +24,7 @@ build: ## Build bin/gateway, bin/kaccess-chdb (the embedded audit store's helper
 
 # The real kube-apiserver and etcd, built from Go modules in their own module (hack/tools).
 # Rebuilt only when hack/tools changes; the first build takes several minutes.
-tools: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/oidc-provider ## Build the real kube-apiserver, etcd and OpenID provider the tests run
+tools: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/oidc-provider $(BIN)/alertmanager $(BIN)/amtool $(BIN)/promtool ## Build the real kube-apiserver, etcd, OpenID provider, Alertmanager (+amtool) and promtool the tests run
 
 $(BIN)/kube-apiserver: hack/tools/go.mod hack/tools/go.sum
 	@echo ">> building kube-apiserver from k8s.io/kubernetes (first build: about 5-8 minutes)"
@@ -34,6 +34,19 @@ $(BIN)/kube-apiserver: hack/tools/go.mod hack/tools/go.sum
 $(BIN)/etcd: hack/tools/go.mod hack/tools/go.sum hack/tools/etcd/main.go
 	@echo ">> building etcd"
 	@cd hack/tools && $(GO) build -o $@ ./etcd
+
+# The real Alertmanager + amtool and promtool, each from its Go module in its own module
+# (hack/alertmanager, hack/promtool: their dependency pins conflict with each other and with
+# k8s.io/kubernetes). Alertmanager's module holds no web UI assets: build.sh adds a placeholder page.
+$(BIN)/alertmanager $(BIN)/amtool &: hack/alertmanager/go.mod hack/alertmanager/go.sum hack/alertmanager/build.sh
+	@echo ">> building alertmanager and amtool from github.com/prometheus/alertmanager (first build: about 2-4 minutes)"
+	@GO=$(GO) hack/alertmanager/build.sh $(BIN)
+	@echo ">> alertmanager and amtool ready"
+
+$(BIN)/promtool: hack/promtool/go.mod hack/promtool/go.sum
+	@echo ">> building promtool from github.com/prometheus/prometheus (first build: about 3-6 minutes)"
+	@cd hack/promtool && $(GO) build -ldflags "-X github.com/prometheus/common/version.Version=$$($(GO) list -m -f '{{.Version}}' github.com/prometheus/prometheus)" -o $@ github.com/prometheus/prometheus/cmd/promtool
+	@echo ">> promtool ready"
 
 chdb: ## Fetch libchdb.so (embedded ClickHouse, 178 MB download) into .cache/chdb
 	@CHDB_VERSION=$(CHDB_VERSION) hack/chdb.sh

@@ -41,6 +41,14 @@ type authService struct {
 	sources  map[string]Source
 	names    []string // sorted source names
 	log      *slog.Logger
+	onLogin  func(source, outcome string) // may be nil
+}
+
+// countLogin reports a login attempt's outcome to Config.OnLogin.
+func (a *authService) countLogin(source, outcome string) {
+	if a.onLogin != nil {
+		a.onLogin(source, outcome)
+	}
 }
 
 // Login checks the password with the named source and starts a session.
@@ -108,6 +116,7 @@ func (a *authService) startSession(ctx context.Context, event []any, id *authn.I
 		a.log.ErrorContext(ctx, "login", append(event, "outcome", "audit_error", "error", err.Error())...)
 		return "", session.Claims{}, status.Error(codes.Unavailable, "the login could not be recorded in the audit log, so no session was started; try again later")
 	}
+	a.countLogin(source, "success")
 	a.log.InfoContext(ctx, "login", append(event, "outcome", "success", "session_id", claims.SessionID,
 		"uid", claims.UID, "groups", len(claims.Groups), "expire_time", claims.ExpiresAt)...)
 	return token, claims, nil
@@ -293,6 +302,7 @@ func (a *authService) ExchangeToken(ctx context.Context, req *kaccessv1.Exchange
 // account, 429 too many attempts), error for what failed (503 the directory or issuer is
 // down, 504, 499). A failure to record it is logged; the login is refused either way.
 func (a *authService) recordLoginFailure(ctx context.Context, source, user, outcome string, refusal error) {
+	a.countLogin(source, outcome)
 	rec := stateEvent(ctx, auditevent.KindLoginFailed, source)
 	rec.User = user
 	rec.SetStateOutcome(httpStatus(refusal), outcome)

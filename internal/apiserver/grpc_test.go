@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -34,6 +35,9 @@ func TestGRPCLoginWhoAmILogout(t *testing.T) {
 	}
 	if login.GetToken() == "" || login.GetSessionId() == "" {
 		t.Fatalf("Login returned no token or session id: %v", login)
+	}
+	if got := ts.logins.snapshot(); !maps.Equal(got, map[string]int{"corp/success": 1}) {
+		t.Errorf("OnLogin counts %v, want one success of corp", got)
 	}
 	if exp := login.GetExpireTime().AsTime(); exp.Before(time.Now().Add(59*time.Minute)) || exp.After(time.Now().Add(61*time.Minute)) {
 		t.Errorf("expire_time = %v, want about an hour from now", exp)
@@ -146,6 +150,13 @@ func TestGRPCLoginFailures(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
+		// The login metrics count what reached a configured source, by outcome; requests
+		// refused before (validation, unknown source) are not login attempts of a source.
+		want := map[string]int{"corp/invalid_credentials": 2, "corp/account_disabled": 1, "corp/account_locked": 1,
+			"down/directory_unavailable": 1, "busy/rate_limited": 1}
+		if got := ts.logins.snapshot(); !maps.Equal(got, want) {
+			t.Errorf("OnLogin counts %v, want %v", got, want)
+		}
 		logs := ts.logs.String()
 		if strings.Contains(logs, alicePassword) {
 			t.Errorf("the password reached the log:\n%s", logs)

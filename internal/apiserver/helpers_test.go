@@ -71,6 +71,29 @@ type testServer struct {
 	tls      *tls.Config // client side: trusts the server's CA
 	logs     *syncBuffer
 	sessions *session.Manager
+	logins   *loginCounts
+}
+
+// loginCounts records Config.OnLogin calls: "source/outcome" -> count.
+type loginCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *loginCounts) add(source, outcome string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[source+"/"+outcome]++
+}
+
+func (c *loginCounts) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.n))
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
 }
 
 // startServer runs a Server on 127.0.0.1:0 over real TLS, with a real session.Manager and
@@ -108,7 +131,9 @@ func startServerRecording(t *testing.T, rec Recorder) *testServer {
 		"dave": {password: "pw-dave", err: fmt.Errorf("%w: userAccountControl 0x202", authn.ErrAccountDisabled)},
 		"lou":  {password: "pw-lou", err: fmt.Errorf("%w: data 775", authn.ErrAccountLocked)},
 	}
+	logins := &loginCounts{n: map[string]int{}}
 	srv, err := New(Config{
+		OnLogin:       logins.add,
 		Sessions:      mgr,
 		Authenticator: authn.Union{authn.Sessions{Verifier: mgr}},
 		Sources: map[string]Source{
@@ -144,6 +169,7 @@ func startServerRecording(t *testing.T, rec Recorder) *testServer {
 		tls:      &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
 		logs:     logs,
 		sessions: mgr,
+		logins:   logins,
 	}
 }
 

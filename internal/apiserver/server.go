@@ -95,6 +95,11 @@ type Config struct {
 	Findings Findings
 	// AuditorGroups may query everyone's audit events; other callers see only their own.
 	AuditorGroups []string
+	// OnLogin, if set, is told the outcome of every login attempt that named a configured
+	// source (Login and ExchangeToken): "success", or the outcome of its login_failed audit
+	// event (invalid_credentials, directory_unavailable, idp_unavailable, ...). The gateway
+	// counts them for its metrics.
+	OnLogin func(source, outcome string)
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -176,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	kaccessv1.RegisterAuthServiceServer(s.grpc, &authService{
 		audit: rec, sessions: cfg.Sessions, sources: maps.Clone(cfg.Sources), log: cfg.Logger, names: slices.Sorted(maps.Keys(cfg.Sources)),
+		onLogin: cfg.OnLogin,
 	})
 	if cfg.Access != nil {
 		kaccessv1.RegisterAccessServiceServer(s.grpc, &accessService{requests: cfg.Access, log: cfg.Logger})

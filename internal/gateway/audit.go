@@ -134,6 +134,15 @@ func (g *Gateway) registerAuditMetrics() {
 			func() float64 { return float64(sp.Stats().RecordsPending) }),
 		gauge("kaccess_audit_spool_torn_tail_bytes", "Bytes of a torn last record cut off when the spool was opened (a crash while writing it).",
 			func() float64 { return float64(sp.Stats().TornBytesDropped) }),
+		gauge("kaccess_audit_store_up", "1 while the audit store takes inserts (opened, and the last insert succeeded); 0 while it cannot be reached or fails, and records wait in the spool.",
+			func() float64 {
+				if sh.Stats().StoreUp {
+					return 1
+				}
+				return 0
+			}),
+		gauge("kaccess_audit_ship_last_success_timestamp_seconds", "Unix time the audit store last confirmed a batch from the spool (or the shipper started). With records pending, time() minus this is the shipper's lag.",
+			func() float64 { return float64(sh.Stats().LastSuccess.UnixNano()) / 1e9 }),
 		gauge("kaccess_audit_store_connected", "1 once the audit store was reached.",
 			func() float64 {
 				if sh.Stats().Connected {

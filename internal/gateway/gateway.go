@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kaccess/kaccess/internal/apiserver"
@@ -195,6 +196,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		Detections:    detections{q: g.audit.store},
 		AuditorGroups: cfg.Audit.AuditorGroups,
 		Findings:      g.findings,
+		OnLogin:       func(source, outcome string) { g.metrics.logins.WithLabelValues(source, outcome).Inc() },
 	}
 	if g.access != nil {
 		apiCfg.Access = g.access.service
@@ -270,6 +272,10 @@ func (g *Gateway) setupTLS() error {
 	if err != nil {
 		return err
 	}
+	g.metrics.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kaccess_tls_certificate_expiry_timestamp_seconds",
+		Help: "Unix time the serving certificate the gateway presents now expires (a renewed file is picked up).",
+	}, func() float64 { return float64(reloader.NotAfter().Unix()) }))
 	g.tls = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: reloader.GetCertificate,

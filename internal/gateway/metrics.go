@@ -15,6 +15,7 @@ type metrics struct {
 	authn          *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	upstreamReady  *prometheus.GaugeVec
+	logins         *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -46,8 +47,12 @@ func newMetrics() *metrics {
 			Name: "kaccess_upstream_ready",
 			Help: "1 when the cluster's API server answered its last readiness probe, else 0.",
 		}, []string{"cluster"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kaccess_logins_total",
+			Help: "Logins (password or ID token exchange) by configured source and outcome: success, or why it failed (invalid_credentials, directory_unavailable, idp_unavailable, ...).",
+		}, []string{"source", "outcome"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.inflight, m.authn, m.upstreamErrors, m.upstreamReady,
+	m.registry.MustRegister(m.requests, m.latency, m.inflight, m.authn, m.upstreamErrors, m.upstreamReady, m.logins,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -54,17 +54,36 @@ func (r *Reloader) newestModTime() time.Time {
 func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); now.Sub(r.checkedAt) >= r.checkEvery {
-		r.checkedAt = now
-		if m := r.newestModTime(); m.After(r.modTime) {
-			previous := r.cert
-			if err := r.load(); err != nil {
-				r.cert, r.modTime = previous, m
-				if r.onError != nil {
-					r.onError(err)
-				}
+	r.refresh()
+	return r.cert, nil
+}
+
+// NotAfter is when the certificate being served expires (after picking up a renewal, as a
+// handshake would): what the certificate-expiry alert watches.
+func (r *Reloader) NotAfter() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refresh()
+	if r.cert.Leaf == nil {
+		return time.Time{}
+	}
+	return r.cert.Leaf.NotAfter
+}
+
+// refresh reloads the pair when its files changed, at most once per checkEvery. r.mu is held.
+func (r *Reloader) refresh() {
+	now := time.Now()
+	if now.Sub(r.checkedAt) < r.checkEvery {
+		return
+	}
+	r.checkedAt = now
+	if m := r.newestModTime(); m.After(r.modTime) {
+		previous := r.cert
+		if err := r.load(); err != nil {
+			r.cert, r.modTime = previous, m
+			if r.onError != nil {
+				r.onError(err)
 			}
 		}
 	}
-	return r.cert, nil
 }

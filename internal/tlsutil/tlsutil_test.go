@@ -83,3 +83,37 @@ func verify(t *testing.T, certFile, keyFile string, caPEM []byte, host string) {
 		t.Fatal("CA is not PEM")
 	}
 }
+
+// NotAfter is the served certificate's expiry and follows a renewal on disk.
+func TestReloaderNotAfterFollowsRenewal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	certFile, keyFile, _, err := EnsureSelfSigned(dir, []string{"localhost"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReloader(certFile, keyFile, func(err error) { t.Error(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.NotAfter(); !got.Equal(now.Add(servingValidity)) {
+		t.Fatalf("NotAfter %v, want %v", got, now.Add(servingValidity))
+	}
+	renewedAt := now.Add(servingValidity - renewBefore + time.Hour)
+	if _, _, _, err := EnsureSelfSigned(dir, []string{"localhost"}, renewedAt); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Minute) // newer than the first load, whatever the file system's clock granularity
+	for _, f := range []string{certFile, keyFile} {
+		if err := os.Chtimes(f, future, future); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.mu.Lock()
+	r.checkedAt = time.Time{}
+	r.mu.Unlock()
+	if got := r.NotAfter(); !got.Equal(renewedAt.Add(servingValidity)) {
+		t.Fatalf("NotAfter after renewal %v, want %v", got, renewedAt.Add(servingValidity))
+	}
+}

@@ -40,6 +40,8 @@ type Config struct {
 	// (defaults 200 ms and 10 s).
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
+	// Now is the clock of Stats.LastSuccess; default time.Now.
+	Now func() time.Time
 }
 
 // Stats counts what the shipper did.
@@ -50,13 +52,21 @@ type Stats struct {
 	Undecodable uint64 // spool records that did not decode (logged, acknowledged)
 	LastSeq     uint64 // last sequence number confirmed by the store
 	Connected   bool   // the store was opened
+	// StoreUp says the store takes inserts: it was opened and the last insert (or check of a
+	// batch's rows) succeeded. False while it cannot be opened or fails; the spool fills.
+	StoreUp bool
+	// LastSuccess is when the shipper last moved the spool on (a batch confirmed and
+	// acknowledged), or when it was created. With records pending, now minus this is how long
+	// nothing has reached the store.
+	LastSuccess time.Time
 }
 
 // Shipper moves records from the spool to the store.
 type Shipper struct {
 	cfg                                     Config
 	shipped, batches, retries, bad, lastSeq atomic.Uint64
-	connected                               atomic.Bool
+	connected, up                           atomic.Bool
+	lastSuccess                             atomic.Int64 // unix nanoseconds
 }
 
 // New checks cfg and returns a Shipper; Run starts it.
@@ -79,7 +89,12 @@ func New(cfg Config) (*Shipper, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Shipper{cfg: cfg}, nil
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Shipper{cfg: cfg}
+	s.lastSuccess.Store(cfg.Now().UnixNano())
+	return s, nil
 }
 
 // Stats returns the counters.
@@ -87,6 +102,7 @@ func (s *Shipper) Stats() Stats {
 	return Stats{
 		Shipped: s.shipped.Load(), Batches: s.batches.Load(), Retries: s.retries.Load(),
 		Undecodable: s.bad.Load(), LastSeq: s.lastSeq.Load(), Connected: s.connected.Load(),
+		StoreUp: s.up.Load(), LastSuccess: time.Unix(0, s.lastSuccess.Load()),
 	}
 }
 
@@ -124,6 +140,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 			return fmt.Errorf("ship: acknowledge %d: %w", b.LastSeq, err)
 		}
 		s.lastSeq.Store(b.LastSeq)
+		s.lastSuccess.Store(s.cfg.Now().UnixNano())
 		// A full batch means a backlog: go on at once. Otherwise let records gather.
 		if len(b.Records) < s.cfg.MaxBatch {
 			if err := sleep(ctx, s.cfg.FlushInterval-time.Since(began)); err != nil {
@@ -139,8 +156,10 @@ func (s *Shipper) open(ctx context.Context) (Sink, error) {
 		sink, err := s.cfg.Open(ctx)
 		if err == nil {
 			s.connected.Store(true)
+			s.up.Store(true)
 			return sink, nil
 		}
+		s.up.Store(false)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -196,6 +215,7 @@ func (s *Shipper) write(ctx context.Context, sink Sink, token string, events []*
 			err = sink.Write(ctx, tok, todo)
 		}
 		if err == nil {
+			s.up.Store(true)
 			s.shipped.Add(uint64(len(events)))
 			s.batches.Add(1)
 			if attempt > 1 {
@@ -207,6 +227,7 @@ func (s *Shipper) write(ctx context.Context, sink Sink, token string, events []*
 			return ctx.Err()
 		}
 		maybeStored = true // the failed insert may have gone in, wholly or partly
+		s.up.Store(false)
 		s.retries.Add(1)
 		s.cfg.Logger.Warn("audit batch not stored; retrying the same batch", "error", err.Error(),
 			"events", len(events), "attempt", attempt, "retry_in", backoff.String())

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,5 +254,56 @@ func TestWaitsForTheStoreToOpen(t *testing.T) {
 	<-done
 	if attempts != 3 {
 		t.Fatalf("%d open attempts", attempts)
+	}
+}
+
+// StoreUp follows the inserts (false while they fail, true once one succeeds) and LastSuccess
+// stays at the start until a batch is confirmed: the signals of the store-down and
+// shipper-lag alerts.
+func TestStoreUpAndLastSuccessFollowTheStore(t *testing.T) {
+	s := openSpool(t, t.TempDir())
+	defer s.Close()
+	fill(t, s, 20)
+	m := newMem()
+	m.failNext = 1 << 30
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	var now atomic.Int64
+	now.Store(start.UnixNano())
+	sh, err := New(Config{Source: s.Reader(), Open: func(context.Context) (Sink, error) { return m.sink(), nil },
+		Instance: "inst", FlushInterval: time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
+		Logger: quiet, Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sh.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitStats := func(what string, cond func(Stats) bool) Stats {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			st := sh.Stats()
+			if cond(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stats %+v", what, st)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	st := waitStats("failing inserts", func(st Stats) bool { return st.Retries >= 3 })
+	if st.StoreUp || !st.Connected || !st.LastSuccess.Equal(start) {
+		t.Fatalf("while every insert fails: %+v", st)
+	}
+	later := start.Add(time.Hour)
+	now.Store(later.UnixNano())
+	m.mu.Lock()
+	m.failNext = 0
+	m.mu.Unlock()
+	st = waitStats("store back", func(st Stats) bool { return st.Shipped == 20 && st.LastSuccess.Equal(later) })
+	if !st.StoreUp {
+		t.Fatalf("after a confirmed insert: %+v", st)
 	}
 }
