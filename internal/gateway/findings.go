@@ -80,6 +80,9 @@ func (g *Gateway) setupFindings() error {
 	sched, err := findings.New(findings.Config{
 		Store: store, Querier: g.audit.store, Rules: rules, Suppressions: sups, Recorder: g.audit.capture,
 		Deliverer: deliver, ResendInterval: g.cfg.Alerting.ResendInterval.D(), Logger: g.log,
+		// A receiver that is down is tried again at least every resend interval, so alerts
+		// arrive soon after it is back.
+		MaxBackoff: g.cfg.Alerting.ResendInterval.D(),
 	})
 	if err != nil {
 		return err

@@ -65,6 +65,8 @@ func (s *Scheduler) deliverOnce(ctx context.Context) error {
 	if s.cfg.Deliverer == nil {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	owed, err := s.cfg.Store.Owed(ctx)
@@ -82,7 +84,16 @@ func (s *Scheduler) deliverOnce(ctx context.Context) error {
 				continue
 			}
 			ns = append(ns, Notification{Kind: NotifyRepeat, Finding: f, EndsAt: now.Add(4 * s.cfg.ResendInterval)})
+		case !f.NotifiedFiring:
+			// It fired and ended before any receiver took it: the alert goes out first, and
+			// its end a resend interval later (below), so Alertmanager notifies both.
+			ns = append(ns, Notification{Kind: NotifyNew, Finding: f, EndsAt: now.Add(4 * s.cfg.ResendInterval)})
 		default: // ended after its alert went out
+			// Not sooner than a resend interval after the alert: an end that reaches
+			// Alertmanager before it flushed the group would turn the alert into nothing.
+			if last, ok := s.lastSent[f.Fingerprint]; ok && now.Sub(last) < s.cfg.ResendInterval {
+				continue
+			}
 			end := f.UpdatedAt
 			if !f.ResolvedAt.IsZero() {
 				end = f.ResolvedAt

@@ -222,6 +222,13 @@ func TestLifecycle(t *testing.T) {
 	if err := sc3.DeliverOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if got := rcv.kinds(); len(got) != 2 {
+		t.Fatalf("the end went out %v within a resend interval of the last alert; want it held", got)
+	}
+	clk.add(61 * time.Second)
+	if err := sc3.DeliverOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got := rcv.kinds(); !slices.Equal(got, []string{"new:dave", "repeat:dave", "resolve:dave"}) {
 		t.Fatalf("after acknowledging delivered %v, want the alert ended", got)
 	}
@@ -278,14 +285,39 @@ func TestResolveEndsAlertAndAuditFailureChangesNothing(t *testing.T) {
 	if err := sc.RunRule(ctx, rule); err != nil {
 		t.Fatal(err)
 	}
+	resolvedAt := clk.now()
 	if err := sc.DeliverOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := rcv.kinds(); !slices.Equal(got, []string{"new:mallory", "resolve:mallory"}) {
 		t.Fatalf("delivered %v, want new then resolve", got)
 	}
-	if end := rcv.got[1].EndsAt; !end.Equal(clk.now()) {
-		t.Errorf("resolve EndsAt %s, want the resolution time %s", end, clk.now())
+	if end := rcv.got[1].EndsAt; !end.Equal(resolvedAt) {
+		t.Errorf("resolve EndsAt %s, want the resolution time %s", end, resolvedAt)
+	}
+
+	// One that fires and resolves while the receiver is down still gets its alert, then its end.
+	execs(t, s, "oscar", "kube-system", clk.now().Add(-10*time.Second), 1)
+	if err := sc.RunRule(ctx, rule); err != nil {
+		t.Fatal(err)
+	}
+	rcv.down = true
+	if err := sc.DeliverOnce(ctx); err == nil {
+		t.Fatal("delivery to a receiver that is down reported success")
+	}
+	clk.add(11 * time.Minute)
+	if err := sc.RunRule(ctx, rule); err != nil {
+		t.Fatal(err)
+	}
+	rcv.down = false
+	for range 3 {
+		if err := sc.DeliverOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clk.add(61 * time.Second)
+	}
+	if got := rcv.kinds(); !slices.Equal(got[2:], []string{"new:oscar", "resolve:oscar"}) {
+		t.Fatalf("delivered %v, want oscar's alert and then its end", got)
 	}
 }
 

@@ -120,6 +120,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // with what it found: new ones fire (or are silenced), seen ones are updated, open ones it no
 // longer sees are resolved. A failed run changes nothing.
 func (s *Scheduler) RunRule(ctx context.Context, r Rule) error {
+	// A store that stops answering must not wedge the schedule: the run is abandoned (the
+	// embedded store then restarts its engine) and the next one tries again.
+	ctx, cancel := context.WithTimeout(ctx, max(r.Interval, opTimeout))
+	defer cancel()
 	now := s.cfg.Now().UTC()
 	found, err := detect.RunDetection(ctx, s.cfg.Querier, r.Detection, now.Add(-r.Window), now)
 	if err != nil {
@@ -183,6 +187,9 @@ func (s *Scheduler) RunRule(ctx context.Context, r Rule) error {
 			g := *f
 			prevState := g.State
 			g.State, g.ResolvedAt, g.UpdatedAt = Resolved, now, now
+			if prevState == Silenced && !g.NotifiedFiring {
+				g.NotifiedResolved = true // never alerted: there is no alert to end
+			}
 			g.Version = nextVersion(f.Version, now)
 			if err := s.record(&g, string(prevState), ""); err != nil {
 				errs = append(errs, err)
@@ -196,6 +203,9 @@ func (s *Scheduler) RunRule(ctx context.Context, r Rule) error {
 	}
 	return errors.Join(errs...)
 }
+
+// opTimeout bounds one run's or one delivery's work on the store, at least.
+const opTimeout = 30 * time.Second
 
 // fromDetection is a new firing finding from a detection's result.
 func (s *Scheduler) fromDetection(r Rule, d detect.Finding, now time.Time) *Finding {

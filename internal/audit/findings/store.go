@@ -126,9 +126,12 @@ func (s *Store) Open(ctx context.Context, detection string) ([]*Finding, error) 
 const maxOpen = 10_000
 
 // Owed returns the findings whose delivery is not done: firing ones (re-sent while they fire),
-// and ended ones whose end was not delivered yet.
+// and ended ones whose end was not delivered yet, including those that fired and ended while
+// no receiver could be reached (they are owed both their alert and its end). A finding
+// silenced from the start owes nothing.
 func (s *Store) Owed(ctx context.Context) ([]*Finding, error) {
-	return s.selectWhere(ctx, "(`state` = 'firing' OR (`notified_firing` = 1 AND `notified_resolved` = 0))", nil, "", maxOpen)
+	return s.selectWhere(ctx, "(`state` = 'firing' OR (`notified_resolved` = 0 AND "+
+		"(`notified_firing` = 1 OR `state` IN ('resolved', 'acknowledged'))))", nil, "", maxOpen)
 }
 
 func (s *Store) selectWhere(ctx context.Context, where string, params map[string]string, order string, limit int) ([]*Finding, error) {
