@@ -414,7 +414,7 @@ func TestAuditDashboardQueriesRunOnTheRealStore(t *testing.T) {
 	grant(event.KindGrant, "ar-expired", now.Add(-time.Minute))
 	add(event.KindSpoolFull, func(e *event.Event) { e.Extra = map[string]string{"refused": "12"} })
 	// A scheduled detection's finding changing state, as internal/audit/findings records it.
-	add(event.Kind("finding"), func(e *event.Event) {
+	add(event.KindFinding, func(e *event.Event) {
 		e.Verb, e.Name = "firing", "fp-1"
 		e.Extra = map[string]string{"detection": "secret-read-burst", "severity": "high", "subject": "alice", "summary": "12 secrets in 5 minutes"}
 	})

@@ -70,6 +70,7 @@ type auditService struct {
 
 	events   AuditSearcher
 	detector Detector // nil: no detections
+	findings Findings // nil: no stored findings
 	auditors []string
 	audit    Recorder
 	log      *slog.Logger

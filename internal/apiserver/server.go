@@ -90,6 +90,9 @@ type Config struct {
 	AuditQuery AuditSearcher
 	// Detections are what AuditService's RunDetections runs; nil offers none.
 	Detections Detector
+	// Findings are the stored findings of scheduled detections (ListFindings,
+	// AcknowledgeFinding); nil keeps none.
+	Findings Findings
 	// AuditorGroups may query everyone's audit events; other callers see only their own.
 	AuditorGroups []string
 	// OnLogin, if set, is told the outcome of every login attempt that named a configured
@@ -185,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AuditQuery != nil {
 		kaccessv1.RegisterAuditServiceServer(s.grpc, &auditService{
-			events: cfg.AuditQuery, detector: cfg.Detections, auditors: slices.Clone(cfg.AuditorGroups), audit: rec, log: cfg.Logger,
+			events: cfg.AuditQuery, detector: cfg.Detections, findings: cfg.Findings, auditors: slices.Clone(cfg.AuditorGroups), audit: rec, log: cfg.Logger,
 		})
 	}
 	s.health = health.NewServer()

@@ -84,7 +84,7 @@ func auditCall(ctx context.Context, getStore func() (Store, error), o *auditOpti
 func newAuditCommand(s Streams, getStore func() (Store, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Search, follow and export the audit record, and run detections",
+		Short: "Search, follow and export the audit record, run detections and see their findings",
 		Long: `Query the gateway's audit record. Members of the auditor groups see everyone's events;
 everyone else sees only their own. Every query is itself recorded.
 
@@ -95,6 +95,7 @@ response_code, decision, source_ip, user_agent, kind, cluster, time, latency_ns,
   kaccess audit tail --filter 'namespace = "kube-system"'
   kaccess audit export --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z -o csv > week.csv
   kaccess audit detect --since 24h
+  kaccess audit findings --state firing
   kaccess audit mine --since 1h`,
 	}
 	cmd.AddCommand(
@@ -103,6 +104,7 @@ response_code, decision, source_ip, user_agent, kind, cluster, time, latency_ns,
 		newAuditTailCommand(s, getStore),
 		newAuditExportCommand(s, getStore),
 		newAuditDetectCommand(s, getStore),
+		newAuditFindingsCommand(s, getStore),
 	)
 	return cmd
 }

@@ -53,6 +53,10 @@ type Config struct {
 	Audit Audit `json:"audit"`
 	// Access configures RBAC sync from the access policy and access requests.
 	Access Access `json:"access"`
+	// Detections schedules the built-in detections and suppresses what is not worth an alert.
+	Detections Detections `json:"detections"`
+	// Alerting delivers the findings of scheduled detections (Alertmanager, a webhook).
+	Alerting Alerting `json:"alerting"`
 }
 
 // Listen addresses.
@@ -235,6 +239,8 @@ func (c *Config) SetDefaults() {
 			c.Clusters[0].Default = true
 		}
 	}
+	c.Detections.setDefaults()
+	c.Alerting.setDefaults(c)
 }
 
 // DefaultCluster is the cluster served at "/".

@@ -68,6 +68,8 @@ func (c *Config) Validate() error {
 	c.validateOIDC(&p)
 	c.Audit.validate(&p)
 	c.Access.validate(&p)
+	c.Detections.validate(&p)
+	c.Alerting.validate(&p, &c.Detections)
 	if c.Limits.MaxHeaderBytes < 4<<10 {
 		p.add("limits.maxHeaderBytes", "must be at least 4096, got %d", c.Limits.MaxHeaderBytes)
 	}

@@ -46,6 +46,34 @@ const storeWait = 10 * time.Second
 
 // QueryJSON implements query.Querier and detect.Querier over the shipper's store.
 func (s *sharedStore) QueryJSON(ctx context.Context, sql string, params map[string]string, each func(row []byte) error) error {
+	sink, err := s.wait(ctx)
+	if err != nil {
+		return err
+	}
+	q, ok := sink.(query.Querier)
+	if !ok {
+		return errors.New("this audit store cannot be searched")
+	}
+	return q.QueryJSON(ctx, sql, params, each)
+}
+
+// Exec runs a statement without rows on the shipper's store (findings are written so).
+func (s *sharedStore) Exec(ctx context.Context, sql string) error {
+	sink, err := s.wait(ctx)
+	if err != nil {
+		return err
+	}
+	x, ok := sink.(interface {
+		Exec(ctx context.Context, sql string) error
+	})
+	if !ok {
+		return errors.New("this audit store cannot store findings")
+	}
+	return x.Exec(ctx, sql)
+}
+
+// wait returns the store, waiting up to storeWait for one being opened.
+func (s *sharedStore) wait(ctx context.Context) (ship.Sink, error) {
 	p := s.store.Load()
 	if p == nil {
 		t := time.NewTimer(storeWait)
@@ -54,16 +82,12 @@ func (s *sharedStore) QueryJSON(ctx context.Context, sql string, params map[stri
 		case <-s.opened:
 			p = s.store.Load()
 		case <-t.C:
-			return errStoreNotOpen
+			return nil, errStoreNotOpen
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	q, ok := (*p).(query.Querier)
-	if !ok {
-		return errors.New("this audit store cannot be searched")
-	}
-	return q.QueryJSON(ctx, sql, params, each)
+	return *p, nil
 }
 
 // detections adapts the detection library to the API.

@@ -28,6 +28,7 @@ import (
 	"github.com/kaccess/kaccess/internal/config"
 	"github.com/kaccess/kaccess/internal/kubestatus"
 	"github.com/kaccess/kaccess/internal/proxy"
+	"github.com/kaccess/kaccess/internal/rbacsync"
 	"github.com/kaccess/kaccess/internal/revocation"
 	"github.com/kaccess/kaccess/internal/session"
 	"github.com/kaccess/kaccess/internal/tlsutil"
@@ -39,16 +40,18 @@ var Version = "dev"
 
 // Gateway is a configured, not yet serving, gateway.
 type Gateway struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	metrics  *metrics
-	sessions *session.Manager
-	api      *apiserver.Server
-	audit    *audit
-	access   *governance
-	clusters []*upstream.Cluster
-	handler  http.Handler
-	tls      *tls.Config
+	cfg         *config.Config
+	log         *slog.Logger
+	metrics     *metrics
+	sessions    *session.Manager
+	api         *apiserver.Server
+	audit       *audit
+	access      *governance
+	findings    *scheduledFindings
+	clusters    []*upstream.Cluster
+	handler     http.Handler
+	tls         *tls.Config
+	leaseTiming leaseTiming
 	// CAPEM is the CA clients must trust: the generated one, or nil with an operator certificate.
 	CAPEM []byte
 
@@ -66,8 +69,9 @@ type Gateway struct {
 type Option func(*options)
 
 type options struct {
-	sources    map[string]apiserver.Source
-	auditStore StoreOpener
+	sources     map[string]apiserver.Source
+	auditStore  StoreOpener
+	leaseTiming leaseTiming
 }
 
 // WithPasswordSource adds a login source beside the configured directories (tests, embedding).
@@ -91,7 +95,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		}
 		sources[d.Name] = apiserver.Source{Type: d.Type, Passwords: src}
 	}
-	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics()}
+	g := &Gateway{cfg: cfg, log: log, metrics: newMetrics(), leaseTiming: o.leaseTiming}
 	g.background, g.stopBackground = context.WithCancel(context.Background())
 	if err := g.setupTLS(); err != nil {
 		return nil, err
@@ -158,6 +162,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		return nil, err
 	}
 	g.metrics.initKnown(cfg, sources)
+	if err := g.setupFindings(); err != nil {
+		g.stopBackground()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	for i, cc := range cfg.Clusters {
 		cl := g.clusters[i]
@@ -188,6 +196,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 		AuditQuery:    &query.Engine{Querier: g.audit.store, Database: g.auditDatabase()},
 		Detections:    detections{q: g.audit.store},
 		AuditorGroups: cfg.Audit.AuditorGroups,
+		Findings:      g.findings,
 		OnLogin:       func(source, outcome string) { g.metrics.logins.WithLabelValues(source, outcome).Inc() },
 	}
 	if g.access != nil {
@@ -369,6 +378,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	go g.exportReadiness(probes)
 	waitAccess := g.runAccess(probes)
+	waitFindings := g.runFindings(probes, rbacsync.DefaultIdentity())
 	// The shipper outlives the drain, so records of the last requests go out too; whatever
 	// it has not shipped at exit stays in the spool for the next start.
 	shipping, stopShipping := context.WithCancel(context.Background())
@@ -404,6 +414,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.api.Close()
 	stopProbes()
 	waitAccess()
+	waitFindings()
 	g.stopBackground()
 	g.log.Info("stopped")
 	return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -64,11 +65,40 @@ func (c *Controller) RunLeaderElected(ctx context.Context, lc LeaderConfig) erro
 	if lc.Client == nil {
 		lc.Client = c.cfg.Client
 	}
+	if lc.Name == "" {
+		lc.Name = DefaultLeaseName
+	}
+	also := lc.AlsoRun
+	lc.AlsoRun = nil
+	return RunElected(ctx, lc, c.log, func(runCtx context.Context) error {
+		var wg sync.WaitGroup
+		if also != nil {
+			wg.Go(func() {
+				if err := also(runCtx); err != nil && runCtx.Err() == nil {
+					c.log.Error("controller run beside rbac sync stopped", "error", err)
+				}
+			})
+		}
+		err := c.Run(runCtx)
+		wg.Wait()
+		return err
+	})
+}
+
+// RunElected runs run on this replica only while it holds lc's Lease (lc.Client is required;
+// AlsoRun runs beside run), competing again whenever it loses it, until ctx ends. run's
+// context ends when leadership does; the Lease is released only after run returned, so a
+// successor never overlaps. Other leader-elected loops (scheduled detections) use it with a
+// Lease of their own.
+func RunElected(ctx context.Context, lc LeaderConfig, log *slog.Logger, run func(ctx context.Context) error) error {
+	if lc.Client == nil {
+		return errors.New("leader election: LeaderConfig.Client is required")
+	}
 	if lc.Namespace == "" {
-		return errors.New("rbacsync: LeaderConfig.Namespace is required (the gateway's own namespace)")
+		return errors.New("leader election: LeaderConfig.Namespace is required (the gateway's own namespace)")
 	}
 	if lc.Identity == "" {
-		return errors.New("rbacsync: LeaderConfig.Identity is required (unique per replica, e.g. the pod name)")
+		return errors.New("leader election: LeaderConfig.Identity is required (unique per replica, e.g. the pod name)")
 	}
 	if lc.Name == "" {
 		lc.Name = DefaultLeaseName
@@ -82,32 +112,42 @@ func (c *Controller) RunLeaderElected(ctx context.Context, lc LeaderConfig) erro
 	if lc.RetryPeriod <= 0 {
 		lc.RetryPeriod = DefaultRetryPeriod
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: lc.Namespace, Name: lc.Name},
 		Client:     lc.Client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: lc.Identity},
 	}
+	e := &elector{lc: lc, log: log, run: run}
 	// Validate once up front: NewLeaderElector checks the durations against each other.
-	if _, err := leaderelection.NewLeaderElector(c.electorConfig(lock, lc, nil)); err != nil {
-		return fmt.Errorf("rbacsync: leader election: %w", err)
+	if _, err := leaderelection.NewLeaderElector(e.config(lock, nil)); err != nil {
+		return fmt.Errorf("leader election: %w", err)
 	}
 	for ctx.Err() == nil {
-		c.leadOnce(ctx, lock, lc)
+		e.leadOnce(ctx, lock)
 	}
 	return nil
 }
 
-// leadOnce competes for the Lease and, once leading, runs the controller until the Lease is
-// lost or ctx ends.
-func (c *Controller) leadOnce(ctx context.Context, lock resourcelock.Interface, lc LeaderConfig) {
-	// The elector gets a context that ends only after the sync loop has stopped: it releases
+type elector struct {
+	lc  LeaderConfig
+	log *slog.Logger
+	run func(ctx context.Context) error
+}
+
+// leadOnce competes for the Lease and, once leading, runs until the Lease is lost or ctx ends.
+func (e *elector) leadOnce(ctx context.Context, lock resourcelock.Interface) {
+	lc := e.lc
+	// The elector gets a context that ends only after the run has stopped: it releases
 	// the Lease when its context ends, and a release while a write is in flight could let
 	// another replica start writing alongside.
 	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopElector()
 
 	var mu sync.Mutex
-	var finished chan struct{} // closed when the sync loop of this term has stopped
+	var finished chan struct{} // closed when the run of this term has stopped
 	stopOnCancel := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		f := finished
@@ -133,24 +173,15 @@ func (c *Controller) leadOnce(ctx context.Context, lock resourcelock.Interface, 
 		defer cancel()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		c.log.Info("rbac sync leading", "lease", lc.Namespace+"/"+lc.Name, "identity", lc.Identity)
-		var also sync.WaitGroup
-		if lc.AlsoRun != nil {
-			also.Go(func() {
-				if err := lc.AlsoRun(runCtx); err != nil && runCtx.Err() == nil {
-					c.log.Error("controller run beside rbac sync stopped", "error", err)
-				}
-			})
-		}
-		if err := c.Run(runCtx); err != nil {
-			c.log.Error("rbac sync cannot run while leading", "error", err)
+		e.log.Info("leading", "lease", lc.Namespace+"/"+lc.Name, "identity", lc.Identity)
+		if err := e.run(runCtx); err != nil && runCtx.Err() == nil {
+			e.log.Error("cannot run while leading", "lease", lc.Namespace+"/"+lc.Name, "error", err)
 		}
 		cancel()
-		also.Wait()
 	}
-	le, err := leaderelection.NewLeaderElector(c.electorConfig(lock, lc, lead))
-	if err != nil { // validated in RunLeaderElected
-		c.log.Error("rbac sync leader election failed", "error", err)
+	le, err := leaderelection.NewLeaderElector(e.config(lock, lead))
+	if err != nil { // validated in RunElected
+		e.log.Error("leader election failed", "lease", lc.Namespace+"/"+lc.Name, "error", err)
 		return
 	}
 	le.Run(electorCtx)
@@ -165,7 +196,8 @@ func (c *Controller) leadOnce(ctx context.Context, lock resourcelock.Interface, 
 	}
 }
 
-func (c *Controller) electorConfig(lock resourcelock.Interface, lc LeaderConfig, lead func(context.Context)) leaderelection.LeaderElectionConfig {
+func (e *elector) config(lock resourcelock.Interface, lead func(context.Context)) leaderelection.LeaderElectionConfig {
+	lc := e.lc
 	if lead == nil {
 		lead = func(context.Context) {}
 	}
@@ -179,7 +211,7 @@ func (c *Controller) electorConfig(lock resourcelock.Interface, lc LeaderConfig,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: lead,
 			OnStoppedLeading: func() {
-				c.log.Info("rbac sync not leading", "lease", lc.Namespace+"/"+lc.Name, "identity", lc.Identity)
+				e.log.Info("not leading", "lease", lc.Namespace+"/"+lc.Name, "identity", lc.Identity)
 			},
 			OnNewLeader: func(identity string) {
 				if lc.OnNewLeader != nil {

@@ -126,7 +126,7 @@ news AS (
     INNER JOIN old USING user
     WHERE (new_ip AND source_ip != '') OR (new_agent AND product != '')
 )
-SELECT cluster, user AS subject, kv.1 AS attr, kv.2 AS value,
+SELECT cluster, user AS subject, kv.1 AS attr, kv.2 AS value, concat(attr, ':', value) AS scope,
     concat(user, ' used ', attr, ' ', if(attr = 'user agent', any(user_agent), value), ', ` + q.phrase + `: ',
         toString(count()), ' request(s)') AS summary,
     if(attr = 'source IP', '` + q.ipSeverity + `', '') AS severity,

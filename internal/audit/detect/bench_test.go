@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,27 @@ var (
 )
 
 func BenchmarkDetections(b *testing.B) {
+	benchData(b)
+	ctx := context.Background()
+	for _, d := range Library() {
+		b.Run(d.Name, func(b *testing.B) {
+			var findings int
+			start := time.Now()
+			for b.Loop() {
+				fs, err := RunDetection(ctx, benchStore, d, windowFrom, windowTo)
+				if err != nil {
+					b.Fatal(err)
+				}
+				findings = len(fs)
+			}
+			b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "ms/detection")
+			b.ReportMetric(float64(findings), "findings")
+		})
+	}
+}
+
+// benchData generates the benchmarks' store once per test binary.
+func benchData(b *testing.B) {
 	n, err := envInt(benchEventsEnv, 1_000_000)
 	if err != nil {
 		b.Fatal(err)
@@ -73,22 +95,6 @@ func BenchmarkDetections(b *testing.B) {
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
-	}
-	ctx := context.Background()
-	for _, d := range Library() {
-		b.Run(d.Name, func(b *testing.B) {
-			var findings int
-			start := time.Now()
-			for b.Loop() {
-				fs, err := RunDetection(ctx, benchStore, d, windowFrom, windowTo)
-				if err != nil {
-					b.Fatal(err)
-				}
-				findings = len(fs)
-			}
-			b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "ms/detection")
-			b.ReportMetric(float64(findings), "findings")
-		})
 	}
 }
 
@@ -152,4 +158,69 @@ FROM (SELECT number, cityHash64(number, %[3]d) AS h, h %% 2000 AS u FROM numbers
 		return fmt.Errorf("generate %d events for %s: %w", n, day.Format(time.DateOnly), err)
 	}
 	return nil
+}
+
+// BenchmarkScheduledCost is what scheduled detections cost the store: every detection runs
+// once over the default scheduled window (the last hour of the window day) and the CPU time
+// of the embedded engine's process (user + system, from /proc) is divided by the default
+// interval, giving the share of one core the schedule takes on average:
+//
+//	go test -run '^$' -bench ScheduledCost -benchtime 1x ./internal/audit/detect/
+//	KACCESS_BENCH_DETECT_EVENTS=10000000 go test -run '^$' -bench ScheduledCost -benchtime 1x ./internal/audit/detect/
+//
+// The events are spread over the day, so the hour holds 1/24 of them; the baselines read the
+// whole history before it.
+func BenchmarkScheduledCost(b *testing.B) {
+	const interval, window = 5 * time.Minute, time.Hour // config.Detections defaults
+	benchData(b)
+	ctx := context.Background()
+	to := windowTo
+	from := to.Add(-window)
+	var cpu, wall time.Duration
+	for b.Loop() {
+		cpu, wall = 0, 0
+		for _, d := range Library() {
+			c0 := helperCPU(b)
+			t0 := time.Now()
+			if _, err := RunDetection(ctx, benchStore, d, from, to); err != nil {
+				b.Fatal(err)
+			}
+			wall += time.Since(t0)
+			dc := helperCPU(b) - c0
+			cpu += dc
+			b.Logf("%-26s cpu %6.0f ms", d.Name, float64(dc.Microseconds())/1000)
+		}
+	}
+	b.ReportMetric(float64(cpu.Milliseconds()), "cpu-ms/round")
+	b.ReportMetric(float64(wall.Milliseconds()), "wall-ms/round")
+	b.ReportMetric(100*cpu.Seconds()/interval.Seconds(), "%core@5m")
+}
+
+// helperCPU is the user and system CPU time of the engine process of the benchmark's store.
+func helperCPU(b *testing.B) time.Duration {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ticks int64
+	for _, e := range entries {
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || !strings.Contains(s[:i], "(kaccess-chdb") {
+			continue
+		}
+		f := strings.Fields(s[i+2:]) // state ppid ... utime(12) stime(13)
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if len(f) < 13 || len(openedDirs) == 0 || !strings.Contains(string(cmd), openedDirs[len(openedDirs)-1]) {
+			continue // another store's engine
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }

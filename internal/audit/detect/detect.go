@@ -56,16 +56,20 @@ type Detection struct {
 	Technique   *Technique // nil where no ATT&CK technique fits
 	// Query returns the SQL and its parameters for a window. Each row must have the columns
 	// cluster, subject, summary, first_seen, last_seen, count and event_ids, and may have
-	// severity (empty keeps the detection's own).
+	// severity (empty keeps the detection's own) and scope (what, besides cluster and subject,
+	// the query groups by: one finding per cluster, subject and scope).
 	Query func(w Window) (sql string, params map[string]string)
 }
 
 // Finding is one thing a detection points at.
 type Finding struct {
-	Detection string    `json:"detection"`
-	Severity  Severity  `json:"severity"`
-	Cluster   string    `json:"cluster"`
-	Subject   string    `json:"subject"` // the user, or the source IP when there is no user
+	Detection string   `json:"detection"`
+	Severity  Severity `json:"severity"`
+	Cluster   string   `json:"cluster"`
+	Subject   string   `json:"subject"` // the user, or the source IP when there is no user
+	// Scope tells findings of one detection and subject apart where a detection groups by
+	// more (a namespace, a source IP, an attribute); empty where subject alone is the key.
+	Scope     string    `json:"scope,omitempty"`
 	Summary   string    `json:"summary"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
@@ -165,6 +169,7 @@ func RunDetection(ctx context.Context, q Querier, d Detection, from, to time.Tim
 type row struct {
 	Cluster   string   `json:"cluster"`
 	Subject   string   `json:"subject"`
+	Scope     string   `json:"scope"`
 	Summary   string   `json:"summary"`
 	Severity  string   `json:"severity"`
 	FirstSeen string   `json:"first_seen"`
@@ -175,7 +180,7 @@ type row struct {
 
 func (r row) finding(d Detection) (Finding, error) {
 	f := Finding{
-		Detection: d.Name, Severity: d.Severity, Cluster: r.Cluster, Subject: r.Subject,
+		Detection: d.Name, Severity: d.Severity, Cluster: r.Cluster, Subject: r.Subject, Scope: r.Scope,
 		Summary: r.Summary, Count: uint64(r.Count), EventIDs: r.EventIDs,
 	}
 	if r.Severity != "" {

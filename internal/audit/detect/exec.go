@@ -16,7 +16,7 @@ func (c Config) execProtected() Detection {
 		Technique: &Technique{ID: "T1609", Name: "Container Administration Command"},
 		Query: func(w Window) (string, map[string]string) {
 			return c.sql(`
-SELECT cluster, if(user != '', user, source_ip) AS subject,
+SELECT cluster, if(user != '', user, source_ip) AS subject, namespace AS scope,
     concat(subject, ' ran ', toString(uniqExact(if(request_id != '', request_id, event_id))), ' ',
         arrayStringConcat(arraySort(groupUniqArray(subresource)), '/'), ' on pods in ', namespace, ': ',
         arrayStringConcat(arraySort(groupUniqArray(5)(name)), ', '),

@@ -53,6 +53,7 @@ first AS (
     GROUP BY user, resource, verb, namespace
 )
 SELECT cluster, user AS subject,
+    concat(arrayStringConcat(gids, ','), '/', if(namespace = '', '*', namespace)) AS scope,
     concat(user, ' used grant(s) ', arrayStringConcat(gids, ', '), ' (scope: ',
         if(empty(any(scopes)), 'none', arrayStringConcat(any(scopes), ', ')), ') to ',
         arrayStringConcat(arraySort(groupUniqArray(5)(concat(verb, ' ', resource))), ', '), ' in ',

@@ -31,7 +31,7 @@ WITH first AS (
     GROUP BY cluster, user, namespace
     HAVING first >= {from:DateTime64(6, 'UTC')} AND first < {to:DateTime64(6, 'UTC')}
 )
-SELECT cluster, user AS subject,
+SELECT cluster, user AS subject, if(namespace = '', '*', namespace) AS scope,
     concat(user, ' read secrets ', if(namespace = '', 'cluster-wide', concat('in ', namespace)),
         ' for the first time: ', toString(count()), ' request(s), ', toString(countIf(decision = 'allow')), ' allowed',
         if(notEmpty(groupUniqArrayIf(5)(name, name != '')),

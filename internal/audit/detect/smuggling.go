@@ -17,7 +17,7 @@ func (c Config) identitySmuggling() Detection {
 		Technique: &Technique{ID: "T1134", Name: "Access Token Manipulation"},
 		Query: func(w Window) (string, map[string]string) {
 			return c.sql(`
-SELECT cluster, if(user != '', user, source_ip) AS subject,
+SELECT cluster, if(user != '', user, source_ip) AS subject, source_ip AS scope,
     concat(subject, ' sent ', toString(count()), ' request(s) with identity headers the gateway refused, from ',
         if(source_ip != '', source_ip, 'an unknown address'), ': ',
         arrayStringConcat(arraySort(arrayDistinct(arrayFilter(x -> x != '',

@@ -35,6 +35,9 @@ const (
 	// KindSpoolFull covers a time the audit spool could not take records: how many requests
 	// were refused (or, under onFull: drop, went unrecorded), from when until when.
 	KindSpoolFull Kind = "spool_full"
+	// KindFinding is a change of state of a scheduled detection's finding: it fired, was
+	// silenced by a suppression, acknowledged by an auditor, or resolved.
+	KindFinding Kind = "finding"
 )
 
 // Stage says which part of a request an event records.

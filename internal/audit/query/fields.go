@@ -25,37 +25,64 @@ type Field struct {
 	typ  fieldType
 }
 
-// fields are the filterable fields. Bodies and Extra are left out on purpose: they are large,
-// redacted and not what a filter should scan.
-var fields = func() map[string]Field {
-	m := map[string]Field{}
-	for _, n := range []string{
+// eventFields are the filterable fields of audit events. Bodies and Extra are left out on
+// purpose: they are large, redacted and not what a filter should scan.
+var eventFields = NewFieldSet(
+	[]string{
 		"event_id", "kind", "stage", "cluster", "gateway_instance", "request_id", "user", "uid",
 		"source", "session_id_hash", "impersonated_user", "source_ip", "user_agent", "verb",
 		"api_group", "api_version", "resource", "subresource", "namespace", "name", "request_uri",
 		"method", "decision", "refusal_reason", "level",
-	} {
+	},
+	[]string{"response_code", "latency_ns", "duration_ns", "bytes_in", "bytes_out", "seq"},
+	[]string{"time"},
+	[]string{"groups", "impersonated_groups", "grant_ids"},
+)
+
+// fields are the event fields by name.
+var fields = eventFields.fields
+
+// FieldSet is what a filter may name: columns of one table with their types, so the same
+// AIP-160 compiler serves audit events and other tables (findings).
+type FieldSet struct {
+	fields map[string]Field
+	decls  *filtering.Declarations
+}
+
+// NewFieldSet declares columns by type: strings, whole numbers, DateTime64(6, 'UTC') times
+// and Array(String) lists. A name is the column's.
+func NewFieldSet(strs, ints, times, lists []string) *FieldSet {
+	m := map[string]Field{}
+	for _, n := range strs {
 		m[n] = Field{n, fieldString}
 	}
-	for _, n := range []string{"response_code", "latency_ns", "duration_ns", "bytes_in", "bytes_out", "seq"} {
+	for _, n := range ints {
 		m[n] = Field{n, fieldInt}
 	}
-	for _, n := range []string{"groups", "impersonated_groups", "grant_ids"} {
+	for _, n := range times {
+		m[n] = Field{n, fieldTime}
+	}
+	for _, n := range lists {
 		m[n] = Field{n, fieldList}
 	}
-	m["time"] = Field{"time", fieldTime}
-	return m
-}()
+	return &FieldSet{fields: m, decls: declare(m)}
+}
 
-// FieldNames returns the filterable (and groupable) field names, sorted.
-func FieldNames() []string {
-	names := make([]string, 0, len(fields))
-	for n := range fields {
+// names returns the field names, sorted.
+func (fs *FieldSet) names() []string {
+	names := make([]string, 0, len(fs.fields))
+	for n := range fs.fields {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	return names
 }
+
+// known lists the field names for error messages.
+func (fs *FieldSet) known() string { return strings.Join(fs.names(), ", ") }
+
+// FieldNames returns the filterable (and groupable) field names, sorted.
+func FieldNames() []string { return eventFields.names() }
 
 // groupable reports whether a field may be an Aggregate group: scalar fields only.
 func groupable(name string) bool {
@@ -78,9 +105,9 @@ const (
 	overloadHasInt      = "kaccess_has_int"
 )
 
-// declarations are what filters are type-checked against: every field with its type, the
+// declare returns what filters are type-checked against: every field with its type, the
 // standard functions, and the value-list forms above.
-var declarations = func() *filtering.Declarations {
+func declare(fields map[string]Field) *filtering.Declarations {
 	opts := []filtering.DeclarationOption{
 		filtering.DeclareStandardFunctions(),
 		filtering.DeclareIdent(anyValue, filtering.TypeString),
@@ -102,7 +129,7 @@ var declarations = func() *filtering.Declarations {
 		panic("query: filter declarations: " + err.Error())
 	}
 	return d
-}()
+}
 
 func declType(t fieldType) *expr.Type {
 	switch t {

@@ -42,7 +42,10 @@ type Where struct {
 // Compile parses filter (AIP-160), type-checks it against the declared fields and compiles it
 // to SQL. Placeholders are named prefix0, prefix1, ...; prefix keeps them apart from others in
 // the same statement.
-func Compile(filter, prefix string) (Where, error) {
+func Compile(filter, prefix string) (Where, error) { return eventFields.Compile(filter, prefix) }
+
+// Compile is the package's Compile over the fields of fs.
+func (fs *FieldSet) Compile(filter, prefix string) (Where, error) {
 	w := Where{SQL: "1", Params: map[string]string{}}
 	if strings.TrimSpace(filter) == "" {
 		return w, nil
@@ -59,7 +62,7 @@ func Compile(filter, prefix string) (Where, error) {
 	if err != nil {
 		return w, parseError(filter, err)
 	}
-	c := &compiler{filter: filter, src: parsed.GetSourceInfo(), prefix: prefix, params: w.Params}
+	c := &compiler{fs: fs, filter: filter, src: parsed.GetSourceInfo(), prefix: prefix, params: w.Params}
 	// Unknown fields first: the checker names them without a position.
 	if err := c.checkIdents(parsed.GetExpr()); err != nil {
 		return w, err
@@ -71,7 +74,7 @@ func Compile(filter, prefix string) (Where, error) {
 		return w, err
 	}
 	var ch filtering.Checker
-	ch.Init(parsed.GetExpr(), parsed.GetSourceInfo(), declarations)
+	ch.Init(parsed.GetExpr(), parsed.GetSourceInfo(), fs.decls)
 	if _, err := ch.Check(); err != nil {
 		return w, &FilterError{1, 1, "type error: " + err.Error() + ` (strings are quoted, numbers are not, times are RFC 3339 strings; value lists look like verb:("get" "list"))`}
 	}
@@ -105,6 +108,7 @@ func parseError(filter string, err error) error {
 }
 
 type compiler struct {
+	fs     *FieldSet
 	filter string
 	src    *expr.SourceInfo
 	prefix string
@@ -150,11 +154,11 @@ func near(s string, off int) string {
 func (c *compiler) checkIdents(e *expr.Expr) error {
 	switch k := e.GetExprKind().(type) {
 	case *expr.Expr_IdentExpr:
-		if _, ok := declarations.LookupIdent(k.IdentExpr.GetName()); !ok {
-			return c.errAt(e, "unknown field %q: expected one of %s", k.IdentExpr.GetName(), knownFields())
+		if _, ok := c.fs.decls.LookupIdent(k.IdentExpr.GetName()); !ok {
+			return c.errAt(e, "unknown field %q: expected one of %s", k.IdentExpr.GetName(), c.fs.known())
 		}
 	case *expr.Expr_SelectExpr:
-		return c.errAt(e, "fields have no members here: expected one of %s", knownFields())
+		return c.errAt(e, "fields have no members here: expected one of %s", c.fs.known())
 	case *expr.Expr_CallExpr:
 		c.ops++
 		if c.ops > MaxOperators {
@@ -167,7 +171,7 @@ func (c *compiler) checkIdents(e *expr.Expr) error {
 			flatten(args[1], &vals)
 			for _, v := range vals {
 				if id := v.GetIdentExpr(); id != nil && id.GetName() != anyValue {
-					if _, ok := declarations.LookupIdent(id.GetName()); !ok {
+					if _, ok := c.fs.decls.LookupIdent(id.GetName()); !ok {
 						return c.errAt(v, `expected a value: quote strings, e.g. verb = "get"`)
 					}
 				}
@@ -251,11 +255,11 @@ func (c *compiler) boolean(e *expr.Expr) (string, error) {
 // field returns the declared field e names.
 func (c *compiler) field(e *expr.Expr) (Field, error) {
 	if id := e.GetIdentExpr(); id != nil {
-		if f, ok := fields[id.GetName()]; ok {
+		if f, ok := c.fs.fields[id.GetName()]; ok {
 			return f, nil
 		}
 	}
-	return Field{}, c.errAt(e, "expected a field name on the left (one of %s)", knownFields())
+	return Field{}, c.errAt(e, "expected a field name on the left (one of %s)", c.fs.known())
 }
 
 func (c *compiler) compare(e *expr.Expr, fn string, args []*expr.Expr) (string, error) {

@@ -32,7 +32,60 @@ func Migrations(opts Options) ([]Migration, error) {
 		{Version: 1, Name: "audit_events", Statements: eventsTable(o)},
 		{Version: 2, Name: "first_seen_rollup", Statements: rollup(o)},
 		{Version: 3, Name: "refusal_reason", Statements: refusalReason(o)},
+		{Version: 4, Name: "findings", Statements: findingsTable(o)},
 	}, nil
+}
+
+// FindingsTable holds the findings of scheduled detections, one row per version of a finding.
+const FindingsTable = "findings"
+
+// findingsTable creates the findings table. A finding changes state (firing, acknowledged,
+// silenced, resolved) and is re-seen on every run: each change is a new row with a higher
+// version, and ReplacingMergeTree keeps the latest per fingerprint, so readers ask with FINAL
+// and writers never update in place (no mutations, and two leaders writing the same finding
+// during a failover converge on one row). The table is small (findings, not events): no TTL
+// or partitions. On a cluster the Distributed table shards by fingerprint, so every version of
+// a finding lands on the same shard and FINAL sees them together.
+func findingsTable(o Options) []string {
+	local := FindingsTable
+	engine := "ReplacingMergeTree(version)"
+	if o.Cluster != "" {
+		local = FindingsTable + "_local"
+		engine = "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)"
+	}
+	stmts := []string{"CREATE TABLE IF NOT EXISTS " + o.table(local) + o.onCluster() + ` (
+    fingerprint String,
+    detection LowCardinality(String),
+    cluster LowCardinality(String),
+    subject String,
+    scope String,
+    severity LowCardinality(String),
+    technique_id LowCardinality(String),
+    technique_name LowCardinality(String),
+    summary String,
+    state LowCardinality(String),
+    first_seen DateTime64(6, 'UTC'),
+    last_seen DateTime64(6, 'UTC'),
+    count UInt64,
+    event_ids Array(String),
+    window_seconds UInt32,
+    created_at DateTime64(6, 'UTC'),
+    updated_at DateTime64(6, 'UTC'),
+    resolved_at DateTime64(6, 'UTC'),
+    reason String,
+    actor String,
+    notified_firing UInt8,
+    notified_resolved UInt8,
+    version UInt64
+) ENGINE = ` + engine + `
+ORDER BY fingerprint`}
+	if o.Cluster != "" {
+		stmts = append(stmts, "CREATE TABLE IF NOT EXISTS "+o.table(FindingsTable)+o.onCluster()+
+			" AS "+o.table(local)+
+			fmt.Sprintf("\nENGINE = Distributed(%s, %s, %s, cityHash64(fingerprint))",
+				StringLiteral(o.Cluster), StringLiteral(o.Database), StringLiteral(local)))
+	}
+	return stmts
 }
 
 // refusalReason adds the column that says why the gateway refused a request (tables created

@@ -1365,6 +1365,456 @@ func (x *Finding) GetCount() int64 {
 	return 0
 }
 
+// ListFindingsRequest asks for a page of stored findings.
+type ListFindingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// AIP-160 filter over the fields of StoredFinding as the store names them: id is
+	// fingerprint; detection, cluster, subject, scope, severity, technique_id, summary, state,
+	// reason, actor (strings), count, first_seen, last_seen, created_at, updated_at,
+	// resolved_at (times), event_ids (list). E.g. `severity = "high" AND subject = "ci-*"`.
+	Filter string `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Only findings in this state: firing, acknowledged, silenced or resolved.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// At most this many findings (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; filter and state must be the same as then.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFindingsRequest) Reset() {
+	*x = ListFindingsRequest{}
+	mi := &file_kaccess_v1_audit_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFindingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFindingsRequest) ProtoMessage() {}
+
+func (x *ListFindingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_audit_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFindingsRequest.ProtoReflect.Descriptor instead.
+func (*ListFindingsRequest) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_audit_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListFindingsRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListFindingsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListFindingsResponse is one page of findings.
+type ListFindingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The findings, newest first.
+	Findings []*StoredFinding `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
+	// Token of the next page; empty on the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFindingsResponse) Reset() {
+	*x = ListFindingsResponse{}
+	mi := &file_kaccess_v1_audit_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFindingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFindingsResponse) ProtoMessage() {}
+
+func (x *ListFindingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_audit_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFindingsResponse.ProtoReflect.Descriptor instead.
+func (*ListFindingsResponse) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_audit_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListFindingsResponse) GetFindings() []*StoredFinding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *ListFindingsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// AcknowledgeFindingRequest acknowledges one firing finding.
+type AcknowledgeFindingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The finding's id (its fingerprint).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Why: an incident, a ticket, "expected maintenance". Recorded with the acknowledgement.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeFindingRequest) Reset() {
+	*x = AcknowledgeFindingRequest{}
+	mi := &file_kaccess_v1_audit_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeFindingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeFindingRequest) ProtoMessage() {}
+
+func (x *AcknowledgeFindingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_audit_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeFindingRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeFindingRequest) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_audit_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AcknowledgeFindingRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AcknowledgeFindingRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AcknowledgeFindingResponse is the finding as acknowledged.
+type AcknowledgeFindingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The finding, now acknowledged.
+	Finding       *StoredFinding `protobuf:"bytes,1,opt,name=finding,proto3" json:"finding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeFindingResponse) Reset() {
+	*x = AcknowledgeFindingResponse{}
+	mi := &file_kaccess_v1_audit_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeFindingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeFindingResponse) ProtoMessage() {}
+
+func (x *AcknowledgeFindingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_audit_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeFindingResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeFindingResponse) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_audit_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AcknowledgeFindingResponse) GetFinding() *StoredFinding {
+	if x != nil {
+		return x.Finding
+	}
+	return nil
+}
+
+// StoredFinding is a finding of a scheduled detection and what became of it.
+type StoredFinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable id: a hash of detection, cluster, subject, scope and the window-aligned bucket of
+	// its first evidence. Reruns, restarts and a new leader compute the same.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The detection's name.
+	Detection string `protobuf:"bytes,2,opt,name=detection,proto3" json:"detection,omitempty"`
+	// The cluster it happened on.
+	Cluster string `protobuf:"bytes,3,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Who or what it is about: the user, or the source address when there is no user.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// What besides the subject tells findings apart (a namespace, a source IP), if anything.
+	Scope string `protobuf:"bytes,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	// low, medium, high or critical.
+	Severity string `protobuf:"bytes,6,opt,name=severity,proto3" json:"severity,omitempty"`
+	// MITRE ATT&CK technique id and name, where one fits.
+	MitreTechnique string `protobuf:"bytes,7,opt,name=mitre_technique,json=mitreTechnique,proto3" json:"mitre_technique,omitempty"`
+	// MITRE ATT&CK technique name.
+	MitreTechniqueName string `protobuf:"bytes,8,opt,name=mitre_technique_name,json=mitreTechniqueName,proto3" json:"mitre_technique_name,omitempty"`
+	// What was found, in a sentence.
+	Summary string `protobuf:"bytes,9,opt,name=summary,proto3" json:"summary,omitempty"`
+	// firing, acknowledged, silenced or resolved.
+	State string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	// The first and the last event of the finding.
+	FirstSeenTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=first_seen_time,json=firstSeenTime,proto3" json:"first_seen_time,omitempty"`
+	// The last event of the finding.
+	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// How many events are behind it.
+	Count int64 `protobuf:"varint,13,opt,name=count,proto3" json:"count,omitempty"`
+	// The ids of the events that show it, earliest first (capped).
+	EvidenceEventIds []string `protobuf:"bytes,14,rep,name=evidence_event_ids,json=evidenceEventIds,proto3" json:"evidence_event_ids,omitempty"`
+	// When it was first stored, last changed, and resolved (unset while open).
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When it last changed.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When it was resolved; unset while open.
+	ResolveTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=resolve_time,json=resolveTime,proto3" json:"resolve_time,omitempty"`
+	// Why it was acknowledged or silenced.
+	Reason string `protobuf:"bytes,18,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Who acknowledged it, or the suppression that silenced it.
+	Actor string `protobuf:"bytes,19,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The window the detection runs over.
+	Window        *durationpb.Duration `protobuf:"bytes,20,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredFinding) Reset() {
+	*x = StoredFinding{}
+	mi := &file_kaccess_v1_audit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredFinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredFinding) ProtoMessage() {}
+
+func (x *StoredFinding) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_audit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredFinding.ProtoReflect.Descriptor instead.
+func (*StoredFinding) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_audit_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StoredFinding) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetDetection() string {
+	if x != nil {
+		return x.Detection
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetMitreTechnique() string {
+	if x != nil {
+		return x.MitreTechnique
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetMitreTechniqueName() string {
+	if x != nil {
+		return x.MitreTechniqueName
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetFirstSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeenTime
+	}
+	return nil
+}
+
+func (x *StoredFinding) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *StoredFinding) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *StoredFinding) GetEvidenceEventIds() []string {
+	if x != nil {
+		return x.EvidenceEventIds
+	}
+	return nil
+}
+
+func (x *StoredFinding) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *StoredFinding) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *StoredFinding) GetResolveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResolveTime
+	}
+	return nil
+}
+
+func (x *StoredFinding) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *StoredFinding) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
 var File_kaccess_v1_audit_proto protoreflect.FileDescriptor
 
 const file_kaccess_v1_audit_proto_rawDesc = "" +
@@ -1489,12 +1939,50 @@ const file_kaccess_v1_audit_proto_rawDesc = "" +
 	"\x12evidence_event_ids\x18\x06 \x03(\tR\x10evidenceEventIds\x12@\n" +
 	"\x0elast_seen_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x18\n" +
 	"\acluster\x18\b \x01(\tR\acluster\x12\x14\n" +
-	"\x05count\x18\t \x01(\x03R\x05count*t\n" +
+	"\x05count\x18\t \x01(\x03R\x05count\"\x93\x01\n" +
+	"\x13ListFindingsRequest\x12\x1b\n" +
+	"\x06filter\x18\x01 \x01(\tB\x03\xe0A\x01R\x06filter\x12\x19\n" +
+	"\x05state\x18\x02 \x01(\tB\x03\xe0A\x01R\x05state\x12 \n" +
+	"\tpage_size\x18\x03 \x01(\x05B\x03\xe0A\x01R\bpageSize\x12\"\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tB\x03\xe0A\x01R\tpageToken\"u\n" +
+	"\x14ListFindingsResponse\x125\n" +
+	"\bfindings\x18\x01 \x03(\v2\x19.kaccess.v1.StoredFindingR\bfindings\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"M\n" +
+	"\x19AcknowledgeFindingRequest\x12\x13\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\x12\x1b\n" +
+	"\x06reason\x18\x02 \x01(\tB\x03\xe0A\x02R\x06reason\"Q\n" +
+	"\x1aAcknowledgeFindingResponse\x123\n" +
+	"\afinding\x18\x01 \x01(\v2\x19.kaccess.v1.StoredFindingR\afinding\"\x92\x06\n" +
+	"\rStoredFinding\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tdetection\x18\x02 \x01(\tR\tdetection\x12\x18\n" +
+	"\acluster\x18\x03 \x01(\tR\acluster\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12\x14\n" +
+	"\x05scope\x18\x05 \x01(\tR\x05scope\x12\x1a\n" +
+	"\bseverity\x18\x06 \x01(\tR\bseverity\x12'\n" +
+	"\x0fmitre_technique\x18\a \x01(\tR\x0emitreTechnique\x120\n" +
+	"\x14mitre_technique_name\x18\b \x01(\tR\x12mitreTechniqueName\x12\x18\n" +
+	"\asummary\x18\t \x01(\tR\asummary\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\x12B\n" +
+	"\x0ffirst_seen_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\rfirstSeenTime\x12@\n" +
+	"\x0elast_seen_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x14\n" +
+	"\x05count\x18\r \x01(\x03R\x05count\x12,\n" +
+	"\x12evidence_event_ids\x18\x0e \x03(\tR\x10evidenceEventIds\x12;\n" +
+	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12=\n" +
+	"\fresolve_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vresolveTime\x12\x16\n" +
+	"\x06reason\x18\x12 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05actor\x18\x13 \x01(\tR\x05actor\x121\n" +
+	"\x06window\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\x06window*t\n" +
 	"\fExportFormat\x12\x1d\n" +
 	"\x19EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EXPORT_FORMAT_JSONL\x10\x01\x12\x15\n" +
 	"\x11EXPORT_FORMAT_CSV\x10\x02\x12\x15\n" +
-	"\x11EXPORT_FORMAT_K8S\x10\x032\x84\a\n" +
+	"\x11EXPORT_FORMAT_K8S\x10\x032\xcd\t\n" +
 	"\fAuditService\x12\x82\x01\n" +
 	"\fSearchEvents\x12\x1f.kaccess.v1.SearchEventsRequest\x1a .kaccess.v1.SearchEventsResponse\"/\x92A\x15\x12\x13Search audit events\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditevents\x12\x87\x01\n" +
 	"\n" +
@@ -1502,7 +1990,9 @@ const file_kaccess_v1_audit_proto_rawDesc = "" +
 	"\fExportEvents\x12\x1f.kaccess.v1.ExportEventsRequest\x1a\x14.google.api.HttpBody\"K\x92A*\x12(Export audit events as JSON lines or CSV\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/auditevents:export0\x01\x12\x9e\x01\n" +
 	"\x0fAggregateEvents\x12\".kaccess.v1.AggregateEventsRequest\x1a#.kaccess.v1.AggregateEventsResponse\"B\x92A\x1e\x12\x1cCount audit events over time\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/auditevents:aggregate\x12\x90\x01\n" +
 	"\x0eListDetections\x12!.kaccess.v1.ListDetectionsRequest\x1a\".kaccess.v1.ListDetectionsResponse\"7\x92A\x1e\x12\x1cList the built-in detections\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/detections\x12\x99\x01\n" +
-	"\rRunDetections\x12 .kaccess.v1.RunDetectionsRequest\x1a!.kaccess.v1.RunDetectionsResponse\"C\x92A#\x12!Run detections over a time window\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/detections:runB9Z7github.com/kaccess/kaccess/api/gen/kaccess/v1;kaccessv1b\x06proto3"
+	"\rRunDetections\x12 .kaccess.v1.RunDetectionsRequest\x1a!.kaccess.v1.RunDetectionsResponse\"C\x92A#\x12!Run detections over a time window\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/detections:run\x12\x95\x01\n" +
+	"\fListFindings\x12\x1f.kaccess.v1.ListFindingsRequest\x1a .kaccess.v1.ListFindingsResponse\"B\x92A+\x12)List the findings of scheduled detections\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/findings\x12\xae\x01\n" +
+	"\x12AcknowledgeFinding\x12%.kaccess.v1.AcknowledgeFindingRequest\x1a&.kaccess.v1.AcknowledgeFindingResponse\"I\x92A\x1e\x12\x1cAcknowledge a firing finding\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/findings/{id}:acknowledgeB9Z7github.com/kaccess/kaccess/api/gen/kaccess/v1;kaccessv1b\x06proto3"
 
 var (
 	file_kaccess_v1_audit_proto_rawDescOnce sync.Once
@@ -1517,72 +2007,89 @@ func file_kaccess_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_kaccess_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kaccess_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_kaccess_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_kaccess_v1_audit_proto_goTypes = []any{
-	(ExportFormat)(0),               // 0: kaccess.v1.ExportFormat
-	(*AuditEvent)(nil),              // 1: kaccess.v1.AuditEvent
-	(*SearchEventsRequest)(nil),     // 2: kaccess.v1.SearchEventsRequest
-	(*SearchEventsResponse)(nil),    // 3: kaccess.v1.SearchEventsResponse
-	(*TailEventsRequest)(nil),       // 4: kaccess.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),      // 5: kaccess.v1.TailEventsResponse
-	(*ExportEventsRequest)(nil),     // 6: kaccess.v1.ExportEventsRequest
-	(*AggregateEventsRequest)(nil),  // 7: kaccess.v1.AggregateEventsRequest
-	(*AggregateEventsResponse)(nil), // 8: kaccess.v1.AggregateEventsResponse
-	(*EventCount)(nil),              // 9: kaccess.v1.EventCount
-	(*ListDetectionsRequest)(nil),   // 10: kaccess.v1.ListDetectionsRequest
-	(*ListDetectionsResponse)(nil),  // 11: kaccess.v1.ListDetectionsResponse
-	(*Detection)(nil),               // 12: kaccess.v1.Detection
-	(*RunDetectionsRequest)(nil),    // 13: kaccess.v1.RunDetectionsRequest
-	(*RunDetectionsResponse)(nil),   // 14: kaccess.v1.RunDetectionsResponse
-	(*Finding)(nil),                 // 15: kaccess.v1.Finding
-	nil,                             // 16: kaccess.v1.AuditEvent.ExtraEntry
-	nil,                             // 17: kaccess.v1.EventCount.GroupEntry
-	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
-	(*httpbody.HttpBody)(nil),       // 20: google.api.HttpBody
+	(ExportFormat)(0),                  // 0: kaccess.v1.ExportFormat
+	(*AuditEvent)(nil),                 // 1: kaccess.v1.AuditEvent
+	(*SearchEventsRequest)(nil),        // 2: kaccess.v1.SearchEventsRequest
+	(*SearchEventsResponse)(nil),       // 3: kaccess.v1.SearchEventsResponse
+	(*TailEventsRequest)(nil),          // 4: kaccess.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),         // 5: kaccess.v1.TailEventsResponse
+	(*ExportEventsRequest)(nil),        // 6: kaccess.v1.ExportEventsRequest
+	(*AggregateEventsRequest)(nil),     // 7: kaccess.v1.AggregateEventsRequest
+	(*AggregateEventsResponse)(nil),    // 8: kaccess.v1.AggregateEventsResponse
+	(*EventCount)(nil),                 // 9: kaccess.v1.EventCount
+	(*ListDetectionsRequest)(nil),      // 10: kaccess.v1.ListDetectionsRequest
+	(*ListDetectionsResponse)(nil),     // 11: kaccess.v1.ListDetectionsResponse
+	(*Detection)(nil),                  // 12: kaccess.v1.Detection
+	(*RunDetectionsRequest)(nil),       // 13: kaccess.v1.RunDetectionsRequest
+	(*RunDetectionsResponse)(nil),      // 14: kaccess.v1.RunDetectionsResponse
+	(*Finding)(nil),                    // 15: kaccess.v1.Finding
+	(*ListFindingsRequest)(nil),        // 16: kaccess.v1.ListFindingsRequest
+	(*ListFindingsResponse)(nil),       // 17: kaccess.v1.ListFindingsResponse
+	(*AcknowledgeFindingRequest)(nil),  // 18: kaccess.v1.AcknowledgeFindingRequest
+	(*AcknowledgeFindingResponse)(nil), // 19: kaccess.v1.AcknowledgeFindingResponse
+	(*StoredFinding)(nil),              // 20: kaccess.v1.StoredFinding
+	nil,                                // 21: kaccess.v1.AuditEvent.ExtraEntry
+	nil,                                // 22: kaccess.v1.EventCount.GroupEntry
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 24: google.protobuf.Duration
+	(*httpbody.HttpBody)(nil),          // 25: google.api.HttpBody
 }
 var file_kaccess_v1_audit_proto_depIdxs = []int32{
-	18, // 0: kaccess.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	19, // 1: kaccess.v1.AuditEvent.latency:type_name -> google.protobuf.Duration
-	19, // 2: kaccess.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
-	16, // 3: kaccess.v1.AuditEvent.extra:type_name -> kaccess.v1.AuditEvent.ExtraEntry
-	18, // 4: kaccess.v1.SearchEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	18, // 5: kaccess.v1.SearchEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	23, // 0: kaccess.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	24, // 1: kaccess.v1.AuditEvent.latency:type_name -> google.protobuf.Duration
+	24, // 2: kaccess.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
+	21, // 3: kaccess.v1.AuditEvent.extra:type_name -> kaccess.v1.AuditEvent.ExtraEntry
+	23, // 4: kaccess.v1.SearchEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 5: kaccess.v1.SearchEventsRequest.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: kaccess.v1.SearchEventsResponse.events:type_name -> kaccess.v1.AuditEvent
-	18, // 7: kaccess.v1.TailEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 7: kaccess.v1.TailEventsRequest.start_time:type_name -> google.protobuf.Timestamp
 	1,  // 8: kaccess.v1.TailEventsResponse.event:type_name -> kaccess.v1.AuditEvent
-	18, // 9: kaccess.v1.ExportEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	18, // 10: kaccess.v1.ExportEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	23, // 9: kaccess.v1.ExportEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 10: kaccess.v1.ExportEventsRequest.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 11: kaccess.v1.ExportEventsRequest.format:type_name -> kaccess.v1.ExportFormat
-	18, // 12: kaccess.v1.AggregateEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	18, // 13: kaccess.v1.AggregateEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	19, // 14: kaccess.v1.AggregateEventsRequest.bucket:type_name -> google.protobuf.Duration
+	23, // 12: kaccess.v1.AggregateEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 13: kaccess.v1.AggregateEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	24, // 14: kaccess.v1.AggregateEventsRequest.bucket:type_name -> google.protobuf.Duration
 	9,  // 15: kaccess.v1.AggregateEventsResponse.counts:type_name -> kaccess.v1.EventCount
-	18, // 16: kaccess.v1.EventCount.bucket_time:type_name -> google.protobuf.Timestamp
-	17, // 17: kaccess.v1.EventCount.group:type_name -> kaccess.v1.EventCount.GroupEntry
+	23, // 16: kaccess.v1.EventCount.bucket_time:type_name -> google.protobuf.Timestamp
+	22, // 17: kaccess.v1.EventCount.group:type_name -> kaccess.v1.EventCount.GroupEntry
 	12, // 18: kaccess.v1.ListDetectionsResponse.detections:type_name -> kaccess.v1.Detection
-	18, // 19: kaccess.v1.RunDetectionsRequest.start_time:type_name -> google.protobuf.Timestamp
-	18, // 20: kaccess.v1.RunDetectionsRequest.end_time:type_name -> google.protobuf.Timestamp
+	23, // 19: kaccess.v1.RunDetectionsRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 20: kaccess.v1.RunDetectionsRequest.end_time:type_name -> google.protobuf.Timestamp
 	15, // 21: kaccess.v1.RunDetectionsResponse.findings:type_name -> kaccess.v1.Finding
-	18, // 22: kaccess.v1.Finding.first_seen_time:type_name -> google.protobuf.Timestamp
-	18, // 23: kaccess.v1.Finding.last_seen_time:type_name -> google.protobuf.Timestamp
-	2,  // 24: kaccess.v1.AuditService.SearchEvents:input_type -> kaccess.v1.SearchEventsRequest
-	4,  // 25: kaccess.v1.AuditService.TailEvents:input_type -> kaccess.v1.TailEventsRequest
-	6,  // 26: kaccess.v1.AuditService.ExportEvents:input_type -> kaccess.v1.ExportEventsRequest
-	7,  // 27: kaccess.v1.AuditService.AggregateEvents:input_type -> kaccess.v1.AggregateEventsRequest
-	10, // 28: kaccess.v1.AuditService.ListDetections:input_type -> kaccess.v1.ListDetectionsRequest
-	13, // 29: kaccess.v1.AuditService.RunDetections:input_type -> kaccess.v1.RunDetectionsRequest
-	3,  // 30: kaccess.v1.AuditService.SearchEvents:output_type -> kaccess.v1.SearchEventsResponse
-	5,  // 31: kaccess.v1.AuditService.TailEvents:output_type -> kaccess.v1.TailEventsResponse
-	20, // 32: kaccess.v1.AuditService.ExportEvents:output_type -> google.api.HttpBody
-	8,  // 33: kaccess.v1.AuditService.AggregateEvents:output_type -> kaccess.v1.AggregateEventsResponse
-	11, // 34: kaccess.v1.AuditService.ListDetections:output_type -> kaccess.v1.ListDetectionsResponse
-	14, // 35: kaccess.v1.AuditService.RunDetections:output_type -> kaccess.v1.RunDetectionsResponse
-	30, // [30:36] is the sub-list for method output_type
-	24, // [24:30] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	23, // 22: kaccess.v1.Finding.first_seen_time:type_name -> google.protobuf.Timestamp
+	23, // 23: kaccess.v1.Finding.last_seen_time:type_name -> google.protobuf.Timestamp
+	20, // 24: kaccess.v1.ListFindingsResponse.findings:type_name -> kaccess.v1.StoredFinding
+	20, // 25: kaccess.v1.AcknowledgeFindingResponse.finding:type_name -> kaccess.v1.StoredFinding
+	23, // 26: kaccess.v1.StoredFinding.first_seen_time:type_name -> google.protobuf.Timestamp
+	23, // 27: kaccess.v1.StoredFinding.last_seen_time:type_name -> google.protobuf.Timestamp
+	23, // 28: kaccess.v1.StoredFinding.create_time:type_name -> google.protobuf.Timestamp
+	23, // 29: kaccess.v1.StoredFinding.update_time:type_name -> google.protobuf.Timestamp
+	23, // 30: kaccess.v1.StoredFinding.resolve_time:type_name -> google.protobuf.Timestamp
+	24, // 31: kaccess.v1.StoredFinding.window:type_name -> google.protobuf.Duration
+	2,  // 32: kaccess.v1.AuditService.SearchEvents:input_type -> kaccess.v1.SearchEventsRequest
+	4,  // 33: kaccess.v1.AuditService.TailEvents:input_type -> kaccess.v1.TailEventsRequest
+	6,  // 34: kaccess.v1.AuditService.ExportEvents:input_type -> kaccess.v1.ExportEventsRequest
+	7,  // 35: kaccess.v1.AuditService.AggregateEvents:input_type -> kaccess.v1.AggregateEventsRequest
+	10, // 36: kaccess.v1.AuditService.ListDetections:input_type -> kaccess.v1.ListDetectionsRequest
+	13, // 37: kaccess.v1.AuditService.RunDetections:input_type -> kaccess.v1.RunDetectionsRequest
+	16, // 38: kaccess.v1.AuditService.ListFindings:input_type -> kaccess.v1.ListFindingsRequest
+	18, // 39: kaccess.v1.AuditService.AcknowledgeFinding:input_type -> kaccess.v1.AcknowledgeFindingRequest
+	3,  // 40: kaccess.v1.AuditService.SearchEvents:output_type -> kaccess.v1.SearchEventsResponse
+	5,  // 41: kaccess.v1.AuditService.TailEvents:output_type -> kaccess.v1.TailEventsResponse
+	25, // 42: kaccess.v1.AuditService.ExportEvents:output_type -> google.api.HttpBody
+	8,  // 43: kaccess.v1.AuditService.AggregateEvents:output_type -> kaccess.v1.AggregateEventsResponse
+	11, // 44: kaccess.v1.AuditService.ListDetections:output_type -> kaccess.v1.ListDetectionsResponse
+	14, // 45: kaccess.v1.AuditService.RunDetections:output_type -> kaccess.v1.RunDetectionsResponse
+	17, // 46: kaccess.v1.AuditService.ListFindings:output_type -> kaccess.v1.ListFindingsResponse
+	19, // 47: kaccess.v1.AuditService.AcknowledgeFinding:output_type -> kaccess.v1.AcknowledgeFindingResponse
+	40, // [40:48] is the sub-list for method output_type
+	32, // [32:40] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_kaccess_v1_audit_proto_init() }
@@ -1596,7 +2103,7 @@ func file_kaccess_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kaccess_v1_audit_proto_rawDesc), len(file_kaccess_v1_audit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,12 +20,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditService_SearchEvents_FullMethodName    = "/kaccess.v1.AuditService/SearchEvents"
-	AuditService_TailEvents_FullMethodName      = "/kaccess.v1.AuditService/TailEvents"
-	AuditService_ExportEvents_FullMethodName    = "/kaccess.v1.AuditService/ExportEvents"
-	AuditService_AggregateEvents_FullMethodName = "/kaccess.v1.AuditService/AggregateEvents"
-	AuditService_ListDetections_FullMethodName  = "/kaccess.v1.AuditService/ListDetections"
-	AuditService_RunDetections_FullMethodName   = "/kaccess.v1.AuditService/RunDetections"
+	AuditService_SearchEvents_FullMethodName       = "/kaccess.v1.AuditService/SearchEvents"
+	AuditService_TailEvents_FullMethodName         = "/kaccess.v1.AuditService/TailEvents"
+	AuditService_ExportEvents_FullMethodName       = "/kaccess.v1.AuditService/ExportEvents"
+	AuditService_AggregateEvents_FullMethodName    = "/kaccess.v1.AuditService/AggregateEvents"
+	AuditService_ListDetections_FullMethodName     = "/kaccess.v1.AuditService/ListDetections"
+	AuditService_RunDetections_FullMethodName      = "/kaccess.v1.AuditService/RunDetections"
+	AuditService_ListFindings_FullMethodName       = "/kaccess.v1.AuditService/ListFindings"
+	AuditService_AcknowledgeFinding_FullMethodName = "/kaccess.v1.AuditService/AcknowledgeFinding"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -60,6 +62,12 @@ type AuditServiceClient interface {
 	// RunDetections runs detections over a time window and returns their findings, each with
 	// the ids of the events that show it. Auditors only.
 	RunDetections(ctx context.Context, in *RunDetectionsRequest, opts ...grpc.CallOption) (*RunDetectionsResponse, error)
+	// ListFindings lists the stored findings of the scheduled detections, newest first, with
+	// their state (firing, acknowledged, silenced, resolved). Auditors only.
+	ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error)
+	// AcknowledgeFinding marks a firing finding as taken care of, with a reason: its alert
+	// ends, and the acknowledgement is on the audit record. Auditors only.
+	AcknowledgeFinding(ctx context.Context, in *AcknowledgeFindingRequest, opts ...grpc.CallOption) (*AcknowledgeFindingResponse, error)
 }
 
 type auditServiceClient struct {
@@ -148,6 +156,26 @@ func (c *auditServiceClient) RunDetections(ctx context.Context, in *RunDetection
 	return out, nil
 }
 
+func (c *auditServiceClient) ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFindingsResponse)
+	err := c.cc.Invoke(ctx, AuditService_ListFindings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) AcknowledgeFinding(ctx context.Context, in *AcknowledgeFindingRequest, opts ...grpc.CallOption) (*AcknowledgeFindingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcknowledgeFindingResponse)
+	err := c.cc.Invoke(ctx, AuditService_AcknowledgeFinding_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -180,6 +208,12 @@ type AuditServiceServer interface {
 	// RunDetections runs detections over a time window and returns their findings, each with
 	// the ids of the events that show it. Auditors only.
 	RunDetections(context.Context, *RunDetectionsRequest) (*RunDetectionsResponse, error)
+	// ListFindings lists the stored findings of the scheduled detections, newest first, with
+	// their state (firing, acknowledged, silenced, resolved). Auditors only.
+	ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error)
+	// AcknowledgeFinding marks a firing finding as taken care of, with a reason: its alert
+	// ends, and the acknowledgement is on the audit record. Auditors only.
+	AcknowledgeFinding(context.Context, *AcknowledgeFindingRequest) (*AcknowledgeFindingResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -207,6 +241,12 @@ func (UnimplementedAuditServiceServer) ListDetections(context.Context, *ListDete
 }
 func (UnimplementedAuditServiceServer) RunDetections(context.Context, *RunDetectionsRequest) (*RunDetectionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RunDetections not implemented")
+}
+func (UnimplementedAuditServiceServer) ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFindings not implemented")
+}
+func (UnimplementedAuditServiceServer) AcknowledgeFinding(context.Context, *AcknowledgeFindingRequest) (*AcknowledgeFindingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcknowledgeFinding not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -323,6 +363,42 @@ func _AuditService_RunDetections_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_ListFindings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFindingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ListFindings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ListFindings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ListFindings(ctx, req.(*ListFindingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_AcknowledgeFinding_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcknowledgeFindingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).AcknowledgeFinding(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_AcknowledgeFinding_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).AcknowledgeFinding(ctx, req.(*AcknowledgeFindingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -345,6 +421,14 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunDetections",
 			Handler:    _AuditService_RunDetections_Handler,
+		},
+		{
+			MethodName: "ListFindings",
+			Handler:    _AuditService_ListFindings_Handler,
+		},
+		{
+			MethodName: "AcknowledgeFinding",
+			Handler:    _AuditService_AcknowledgeFinding_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
