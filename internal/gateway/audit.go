@@ -126,6 +126,8 @@ func (g *Gateway) registerAuditMetrics() {
 			func() float64 { return float64(sh.Stats().Retries) }),
 		counter("kaccess_audit_undecodable_total", "Spool records that did not decode and were skipped.",
 			func() float64 { return float64(sh.Stats().Undecodable) }),
+		counter("kaccess_audit_spool_errors_total", "Failed reads or acknowledgements of the audit spool by the shipper (a full or failing disk); each is retried, and records wait in the spool meanwhile.",
+			func() float64 { return float64(sh.Stats().SpoolErrors) }),
 		gauge("kaccess_audit_spool_bytes", "Bytes of the audit spool on disk.",
 			func() float64 { return float64(sp.Stats().BytesOnDisk) }),
 		gauge("kaccess_audit_spool_free_bytes", "Bytes the audit spool can still take before onFull applies.",

@@ -50,6 +50,7 @@ type Stats struct {
 	Batches     uint64 // inserts the store confirmed
 	Retries     uint64 // failed inserts (each retried with the same token)
 	Undecodable uint64 // spool records that did not decode (logged, acknowledged)
+	SpoolErrors uint64 // failed reads or acknowledgements of the spool (each retried)
 	LastSeq     uint64 // last sequence number confirmed by the store
 	Connected   bool   // the store was opened
 	// StoreUp says the store takes inserts: it was opened and the last insert (or check of a
@@ -63,10 +64,10 @@ type Stats struct {
 
 // Shipper moves records from the spool to the store.
 type Shipper struct {
-	cfg                                     Config
-	shipped, batches, retries, bad, lastSeq atomic.Uint64
-	connected, up                           atomic.Bool
-	lastSuccess                             atomic.Int64 // unix nanoseconds
+	cfg                                                  Config
+	shipped, batches, retries, bad, lastSeq, spoolErrors atomic.Uint64
+	connected, up                                        atomic.Bool
+	lastSuccess                                          atomic.Int64 // unix nanoseconds
 }
 
 // New checks cfg and returns a Shipper; Run starts it.
@@ -101,13 +102,15 @@ func New(cfg Config) (*Shipper, error) {
 func (s *Shipper) Stats() Stats {
 	return Stats{
 		Shipped: s.shipped.Load(), Batches: s.batches.Load(), Retries: s.retries.Load(),
-		Undecodable: s.bad.Load(), LastSeq: s.lastSeq.Load(), Connected: s.connected.Load(),
+		Undecodable: s.bad.Load(), SpoolErrors: s.spoolErrors.Load(), LastSeq: s.lastSeq.Load(), Connected: s.connected.Load(),
 		StoreUp: s.up.Load(), LastSuccess: time.Unix(0, s.lastSuccess.Load()),
 	}
 }
 
-// Run ships until ctx ends. It returns ctx's error, or a spool error it cannot get past. A
-// sink that is an io.Closer is closed on return.
+// Run ships until ctx ends. It returns ctx's error, or a spool error it cannot get past
+// (closed, or corrupt data); any other spool error (a disk that is full or failing) is
+// retried with backoff, since the gateway keeps appending records that must reach the
+// store once the disk recovers. A sink that is an io.Closer is closed on return.
 func (s *Shipper) Run(ctx context.Context) error {
 	sink, err := s.open(ctx)
 	if err != nil {
@@ -122,12 +125,12 @@ func (s *Shipper) Run(ctx context.Context) error {
 	maybeStored := true
 	for {
 		began := time.Now()
-		b, err := s.cfg.Source.Next(ctx, s.cfg.MaxBatch)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("ship: read spool: %w", err)
+		var b spool.Batch
+		if err := s.retrySpool(ctx, "read", func() (err error) {
+			b, err = s.cfg.Source.Next(ctx, s.cfg.MaxBatch)
+			return err
+		}); err != nil {
+			return err
 		}
 		events, pool = s.decode(b, events[:0], pool)
 		if len(events) > 0 {
@@ -136,8 +139,8 @@ func (s *Shipper) Run(ctx context.Context) error {
 			}
 		}
 		maybeStored = false
-		if err := s.cfg.Source.Ack(b.LastSeq); err != nil {
-			return fmt.Errorf("ship: acknowledge %d: %w", b.LastSeq, err)
+		if err := s.retrySpool(ctx, "acknowledge", func() error { return s.cfg.Source.Ack(b.LastSeq) }); err != nil {
+			return err
 		}
 		s.lastSeq.Store(b.LastSeq)
 		s.lastSuccess.Store(s.cfg.Now().UnixNano())
@@ -147,6 +150,34 @@ func (s *Shipper) Run(ctx context.Context) error {
 				return err
 			}
 		}
+	}
+}
+
+// retrySpool runs op until it succeeds, backing off between failures it can get past.
+func (s *Shipper) retrySpool(ctx context.Context, what string, op func() error) error {
+	backoff := s.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil {
+			if attempt > 1 {
+				s.cfg.Logger.Info("audit spool usable again; shipping resumes", "op", what, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var corrupt *spool.CorruptError
+		if errors.Is(err, spool.ErrClosed) || errors.As(err, &corrupt) {
+			return fmt.Errorf("ship: %s spool: %w", what, err)
+		}
+		s.spoolErrors.Add(1)
+		s.cfg.Logger.Error("audit spool could not be used; retrying (records wait in the spool)",
+			"op", what, "error", err.Error(), "attempt", attempt, "retry_in", backoff.String())
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
 	}
 }
 

@@ -307,3 +307,53 @@ func TestStoreUpAndLastSuccessFollowTheStore(t *testing.T) {
 		t.Fatalf("after a confirmed insert: %+v", st)
 	}
 }
+
+// The spool's disk fills (the checkpoint cannot be written, so neither a read nor an ack can
+// be recorded) and is freed again: the shipper waits it out and ships every record, the ones
+// appended after the disk was freed too. It used to stop for good at the first such error,
+// and every later record of that gateway stayed in the spool (found by make soak).
+func TestDiskFullSpoolIsRetriedUntilItRecovers(t *testing.T) {
+	dir := testenv.MountTmpfs(t, 1<<20)
+	s := openSpool(t, dir)
+	defer s.Close()
+	fill(t, s, 50)
+	freeDisk := testenv.FillDisk(t, dir)
+
+	m := newMem()
+	sh, err := New(Config{Source: s.Reader(), Open: func(context.Context) (Sink, error) { return m.sink(), nil },
+		Instance: "inst", MaxBatch: 100, FlushInterval: time.Millisecond, MinBackoff: time.Millisecond,
+		MaxBackoff: 20 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sh.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }() // a closed done (Run returned) does not block
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			select {
+			case err, ok := <-done:
+				if ok {
+					t.Fatalf("%s: the shipper stopped: %v", what, err)
+				}
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stats %+v, %d rows stored", what, sh.Stats(), m.count())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wait("full disk", func() bool { return sh.Stats().SpoolErrors >= 3 })
+	if m.count() != 0 {
+		t.Fatalf("%d rows stored although no batch could be taken from the spool", m.count())
+	}
+
+	freeDisk()
+	fill(t, s, 30)
+	wait("disk freed", func() bool { return s.Stats().RecordsPending == 0 })
+	m.assertOnce(t, 80)
+}

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -122,7 +123,17 @@ type Spool struct {
 	closing   bool  // Close started: no new appends
 	closed    bool  // final fsync done
 	stats     Stats
+
+	// fsFree is what the spool's filesystem has left for it (statfs, refreshed by the group
+	// commit loop at most every fsCheckInterval; 0 right after a write ran out of space; -1
+	// when the filesystem does not say). The cap alone does not stop a shared or small disk
+	// from filling first.
+	fsFree      atomic.Int64
+	fsCheckedAt time.Time // syncLoop's own
 }
+
+// fsCheckInterval bounds how often the spool asks its filesystem for its free space.
+const fsCheckInterval = 100 * time.Millisecond
 
 // Open opens or creates the spool in cfg.Dir, recovering from a torn tail in the last
 // segment (reported through the logger, Stats and Recovered) and continuing the sequence.
@@ -149,6 +160,7 @@ func Open(cfg Config) (*Spool, error) {
 		notify:     make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.checkFS(time.Now())
 	if err := s.open(); err != nil {
 		if s.active != nil {
 			s.active.Close()
@@ -192,18 +204,42 @@ func (s *Spool) ID() string { return s.id }
 // Recovered reports the torn tail cut off at Open, or nil.
 func (s *Spool) Recovered() *TornTail { return s.recovered }
 
-// Free returns the bytes the cap still allows. Capture checks it before letting a request
-// through, so a request is refused up front rather than after it reached the API server.
+// Free returns the bytes the spool can still take: what the cap allows, or what its
+// filesystem has left if that is less. Capture checks it before letting a request through, so
+// a request is refused up front (503) rather than after it reached the API server, also when
+// the disk fills before the cap does.
 func (s *Spool) Free() int64 {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	free := s.cfg.MaxBytes - s.diskBytes
 	// A fully acknowledged active segment is reclaimed by the next append (reclaimLocked):
 	// count it as free, or a spool refusing every append would never get to reclaim it.
 	if seg := s.segs[len(s.segs)-1]; seg.last >= seg.first && s.ackedSeq >= seg.last {
 		free += seg.size - segHeaderSize
 	}
+	s.mu.Unlock()
+	if fs := s.fsFree.Load(); fs >= 0 {
+		free = min(free, fs)
+	}
 	return free
+}
+
+// checkFS refreshes fsFree from the filesystem's count of blocks available to this process.
+func (s *Spool) checkFS(now time.Time) {
+	s.fsCheckedAt = now
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.cfg.Dir, &st); err != nil || st.Blocks == 0 {
+		s.fsFree.Store(-1)
+		return
+	}
+	s.fsFree.Store(int64(st.Bavail) * int64(st.Bsize))
+}
+
+// noteWriteErr marks the filesystem as full when a write ran out of space, so requests are
+// refused up front at once instead of each reaching the API server and losing its response.
+func (s *Spool) noteWriteErr(err error) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		s.fsFree.Store(0)
+	}
 }
 
 // Reader returns the spool's single reader.
@@ -286,6 +322,7 @@ func (s *Spool) appendLocked(payload []byte) (uint64, error) {
 	s.buf = append(s.buf, payload...)
 	putRecordHeader(s.buf, seq)
 	if _, err := s.active.WriteAt(s.buf, seg.size); err != nil {
+		s.noteWriteErr(err)
 		// Cut off whatever part of the record reached the file; the next record overwrites it.
 		if terr := s.active.Truncate(seg.size); terr != nil {
 			s.failLocked(fmt.Errorf("spool: write failed and could not be undone: %w", errors.Join(err, terr)))
@@ -336,9 +373,11 @@ func (s *Spool) rollLocked() error {
 		path: filepath.Join(s.cfg.Dir, segName(s.nextSeq))}
 	f, err := os.OpenFile(seg.path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
+		s.noteWriteErr(err)
 		return fmt.Errorf("spool: create segment: %w", err)
 	}
 	if _, err := f.WriteAt([]byte(segMagic), 0); err != nil {
+		s.noteWriteErr(err)
 		f.Close()
 		os.Remove(seg.path)
 		return fmt.Errorf("spool: create segment: %w", err)
@@ -399,7 +438,10 @@ func (s *Spool) syncLoop() {
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
+		case now := <-t.C:
+			if now.Sub(s.fsCheckedAt) >= fsCheckInterval {
+				s.checkFS(now)
+			}
 		case <-s.syncReq:
 		}
 		s.syncOnce()
