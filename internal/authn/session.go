@@ -61,6 +61,8 @@ func sessionRejection(err error) error {
 		rej.Reason, rej.Message = "expired", "the session has expired; run `kaccess login`"
 	case errors.Is(err, session.ErrRevoked):
 		rej.Reason, rej.Message = "revoked", "the session was ended (logged out or revoked); run `kaccess login`"
+	case errors.Is(err, session.ErrRevocationsUnknown):
+		rej.Reason, rej.Message = "revocations_unknown", "the gateway has not loaded its revocation list yet (its API server is unreachable); try again shortly"
 	case errors.Is(err, session.ErrNotYetValid):
 		rej.Reason, rej.Message = "not_yet_valid", "the session token is not valid yet; check this machine's clock"
 	case errors.Is(err, session.ErrBadSignature), errors.Is(err, session.ErrUnknownKey):

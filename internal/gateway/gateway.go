@@ -44,6 +44,7 @@ type Gateway struct {
 	log         *slog.Logger
 	metrics     *metrics
 	sessions    *session.Manager
+	revocations *revocation.ConfigMapStore // nil when revocations stay in memory
 	api         *apiserver.Server
 	audit       *audit
 	access      *governance
@@ -119,7 +120,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 			g.stopBackground()
 			return nil, err
 		}
-		revocations = store
+		revocations, g.revocations = store, store
 	}
 	sessions, err := session.NewManager(session.Config{
 		Issuer: cfg.Session.Issuer, KeysDir: cfg.Session.KeysDir, TTL: cfg.Session.TTL.D(),
@@ -450,6 +451,9 @@ func (g *Gateway) opsHandler() http.Handler {
 		var problems []string
 		if g.draining.Load() {
 			problems = append(problems, "shutting down")
+		}
+		if g.revocations != nil && !g.revocations.Loaded() {
+			problems = append(problems, "revocation list not loaded yet: sessions are refused until its API server answers")
 		}
 		if g.auditFull() {
 			problems = append(problems, "audit spool full: requests are refused until the audit store takes records again")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,20 +32,58 @@ type ConfigMapStore struct {
 
 	mu      sync.RWMutex
 	revoked map[string]time.Time
+
+	loaded   atomic.Bool
+	loadedCh chan struct{} // closed once loaded
 }
 
-// NewConfigMapStore creates the ConfigMap if it is missing, starts watching it until ctx ends,
-// and returns once the current revocations are loaded: a replica never starts blind to them.
+// NewConfigMapStore starts keeping the mirror of the ConfigMap (creating it if it is
+// missing) until ctx ends, and waits up to loadWait for the current revocations. A replica
+// that starts while its API server is out of reach still starts: it keeps trying, and until
+// the list is loaded it refuses every session (Loaded is false) rather than trusting one that
+// may have been revoked.
 func NewConfigMapStore(ctx context.Context, client kubernetes.Interface, namespace, name string, log *slog.Logger) (*ConfigMapStore, error) {
-	s := &ConfigMapStore{client: client, namespace: namespace, name: name, log: log, now: time.Now, revoked: map[string]time.Time{}}
-	cms := client.CoreV1().ConfigMaps(namespace)
-	_, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name,
-		Labels: map[string]string{"app.kubernetes.io/managed-by": "kaccess"}}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("revocations ConfigMap %s/%s: %w", namespace, name, err)
+	s := &ConfigMapStore{client: client, namespace: namespace, name: name, log: log, now: time.Now,
+		revoked: map[string]time.Time{}, loadedCh: make(chan struct{})}
+	go s.run(ctx)
+	select {
+	case <-s.loadedCh:
+	case <-time.After(loadWait):
+		log.Warn("revocations not loaded yet: sessions are refused until the API server answers",
+			"configmap", namespace+"/"+name)
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	lw := cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "configmaps", namespace,
-		fields.OneTermEqualSelector("metadata.name", name))
+	return s, nil
+}
+
+// loadWait bounds how long NewConfigMapStore waits for the list before it returns unloaded.
+var loadWait = 5 * time.Second
+
+// Loaded reports whether the ConfigMap's revocations have been loaded once.
+func (s *ConfigMapStore) Loaded() bool { return s.loaded.Load() }
+
+// run creates the ConfigMap (retrying while the API server is unreachable), then watches it.
+func (s *ConfigMapStore) run(ctx context.Context) {
+	cms := s.client.CoreV1().ConfigMaps(s.namespace)
+	backoff := 100 * time.Millisecond
+	for {
+		_, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: s.name,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "kaccess"}}}, metav1.CreateOptions{})
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			break
+		}
+		s.log.Warn("revocations ConfigMap could not be created; retrying", "configmap", s.namespace+"/"+s.name,
+			"error", err.Error(), "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	lw := cache.NewListWatchFromClient(s.client.CoreV1().RESTClient(), "configmaps", s.namespace,
+		fields.OneTermEqualSelector("metadata.name", s.name))
 	informer := cache.NewSharedIndexInformer(lw, &corev1.ConfigMap{}, 10*time.Minute, cache.Indexers{})
 	load := func(obj any) {
 		if cm, ok := obj.(*corev1.ConfigMap); ok {
@@ -56,10 +95,11 @@ func NewConfigMapStore(ctx context.Context, client kubernetes.Interface, namespa
 		UpdateFunc: func(_, obj any) { load(obj) },
 	})
 	go informer.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		return nil, fmt.Errorf("revocations ConfigMap %s/%s: could not load it", namespace, name)
+	if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		s.loaded.Store(true)
+		close(s.loadedCh)
+		s.log.Info("revocations loaded", "configmap", s.namespace+"/"+s.name)
 	}
-	return s, nil
 }
 
 // replace takes the ConfigMap's content as the set of revocations. Entries this replica made

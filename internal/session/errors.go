@@ -21,4 +21,7 @@ var (
 	ErrNotYetValid = errors.New("session: token not yet valid")
 	// ErrRevoked: the session was revoked.
 	ErrRevoked = errors.New("session: session revoked")
+	// ErrRevocationsUnknown: the shared revocation list is not loaded yet (its API server
+	// has not answered since the gateway started), so no session can be trusted.
+	ErrRevocationsUnknown = errors.New("session: revocation list not loaded yet")
 )

@@ -18,6 +18,8 @@ type Manager struct {
 	cfg   Config
 	keys  atomic.Pointer[keySet] // swapped whole; Verify never locks for keys
 	cache *verifyCache           // nil when caching is disabled
+	// loading is cfg.Revocations when it may not have loaded its list yet, else nil.
+	loading LoadingRevocationStore
 
 	mu             sync.Mutex // serializes key changes: reload, rotate, prune
 	lastMissReload time.Time  // guarded by mu
@@ -50,6 +52,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		keys = append(keys, k)
 	}
 	m := &Manager{cfg: cfg, cache: newVerifyCache(cfg.CacheSize)}
+	m.loading, _ = cfg.Revocations.(LoadingRevocationStore)
 	m.keys.Store(newKeySet(keys))
 	return m, nil
 }
@@ -92,6 +95,9 @@ func (m *Manager) Verify(_ context.Context, token string) (*Claims, error) {
 func (m *Manager) checkLive(c *Claims, notBefore time.Time) error {
 	if err := m.checkWindow(m.cfg.Clock.Now(), notBefore, c.ExpiresAt); err != nil {
 		return err
+	}
+	if m.loading != nil && !m.loading.Loaded() {
+		return ErrRevocationsUnknown
 	}
 	if m.cfg.Revocations.IsRevoked(c.SessionID) {
 		return ErrRevoked

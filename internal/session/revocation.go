@@ -19,6 +19,14 @@ type RevocationStore interface {
 	IsRevoked(sessionID string) bool
 }
 
+// LoadingRevocationStore is a RevocationStore that mirrors a list it may not have loaded
+// yet. Until Loaded, every session is refused with ErrRevocationsUnknown: a revoked token
+// must not pass because a replica started while the list was out of reach.
+type LoadingRevocationStore interface {
+	RevocationStore
+	Loaded() bool
+}
+
 // sweepEvery spaces out the scans that drop forgotten entries, so Revoke
 // stays cheap when many sessions are revoked at once.
 const sweepEvery = time.Minute
