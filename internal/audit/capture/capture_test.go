@@ -297,6 +297,34 @@ func TestWatchHasStartedAndEndedRecords(t *testing.T) {
 	}
 }
 
+// A watch whose ended record cannot be appended (the spool closed, as a full disk would fail
+// it) must not end cleanly for the client: it is cut off, so every watch a client saw end has
+// both records (make soak found watches that ended during a full disk with only one).
+func TestWatchWithoutEndedRecordIsCutOff(t *testing.T) {
+	s := openSpool(t, 8<<20)
+	c := newCapture(t, s, nil)
+	release := make(chan struct{})
+	srv := httptest.NewServer(chain(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.Write([]byte("{\"type\":\"ADDED\"}\n"))
+		w.(http.Flusher).Flush()
+		<-release
+		s.Close()
+	})))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/v1/namespaces/demo/pods?watch=true", nil)
+	req.Header.Set("Authorization", "Bearer x")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	close(release)
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("the watch ended cleanly although its ended record was not written")
+	}
+}
+
 func TestFullSpoolRefusesOrDrops(t *testing.T) {
 	s := openSpool(t, 64<<10)
 	reached := 0

@@ -272,7 +272,7 @@ func (x *exchange) settle(code int) bool {
 	x.finished = true
 	switch {
 	case x.started:
-		x.appendEnded()
+		return x.appendEnded()
 	case !x.recorded:
 		if x.code == 0 {
 			x.code = code
@@ -312,21 +312,26 @@ func (x *exchange) appendStarted() bool {
 	return x.appendEvent(&e)
 }
 
-// appendEnded appends the ended record of a long-running request. The stream is over, so a
-// failure can only be counted and logged.
-func (x *exchange) appendEnded() {
+// appendEnded appends the ended record of a long-running request and reports whether it
+// went in. The handler has returned but the client has not seen the stream's end yet (the
+// last chunk, or HTTP/2's END_STREAM, is sent after it): on a failure finish aborts the
+// stream, so a watch the client saw end cleanly always has its ended record. A hijacked
+// stream (exec, port-forward) is over already; its failure can only be counted and logged.
+func (x *exchange) appendEnded() bool {
 	rule := x.policyRule()
 	if rule.Level == event.LevelNone || rule.Omits(event.StageEnded) {
-		return
+		return true
 	}
 	e := &x.ev
 	e.Stage = event.StageEnded
 	e.Duration = x.c.cfg.Now().Sub(x.start)
 	x.fillOutcome(rule, false)
 	if !x.appendEvent(e) {
-		x.c.cfg.Logger.ErrorContext(x.r.Context(), "audit record of a finished stream not written",
+		x.c.cfg.Logger.ErrorContext(x.r.Context(), "audit record of a finished stream not written; the stream is cut off instead of ended",
 			"request_id", e.RequestID)
+		return false
 	}
+	return true
 }
 
 func (x *exchange) fillOutcome(rule event.Rule, withResponse bool) {
