@@ -9,7 +9,7 @@ CHDB_VERSION  := 26.7.3-stable.1
 CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/$(CHDB_VERSION)/libchdb.so
 export CHDB_LIB_PATH
 
-.PHONY: all build deps tools chdb run test fuzz test-clickhouse bench bench-proxy lint fmt clean help generate verify-generated
+.PHONY: all build deps tools chdb run test fuzz test-clickhouse bench bench-proxy soak lint fmt clean help generate verify-generated
 
 all: build
 
@@ -97,6 +97,12 @@ bench: tools chdb ## Benchmarks: gateway vs direct, token verification
 bench-proxy: tools chdb build ## GETs straight to kube-apiserver and through bin/gateway (audit off/on), side by side: req/s, p50, p99, CPU per request
 	@$(GO) build -o $(BIN)/benchproxy ./hack/benchproxy
 	@$(BIN)/benchproxy
+
+SOAK ?= 10m
+soak: deps tools ## Two replicas under mixed traffic while every dependency fails in turn (default 10m: make soak SOAK=60m); prints the report, writes .run/soak-report.json
+	@mkdir -p .run
+	@echo ">> soak for $(SOAK): 11 phases (baseline, AD, OIDC, ClickHouse stop and SIGSTOP, API server restart, replica kill, Lease lost, spool disk full, clock skew, recovery)"
+	@KACCESS_SOAK=$(SOAK) KACCESS_SOAK_REPORT=$(CURDIR)/.run/soak-report.json $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./hack/soak/
 
 lint: ## gofmt, go vet, staticcheck (the import rules are a test: internal/arch)
 	@echo ">> gofmt, go vet, staticcheck"

@@ -91,6 +91,7 @@ type Cluster struct {
 
 	stopMu          sync.Mutex // Stop may race with RunWithCluster's signal handler
 	etcd, apiserver *process
+	apiserverRun    *processSpec // how to start kube-apiserver again (RestartAPIServer)
 	removeDir       bool
 	admin           kubernetes.Interface
 }
@@ -257,7 +258,7 @@ func (c *Cluster) startProcesses(ctx context.Context, cfg ClusterConfig, binDir 
 		return err
 	}
 
-	c.apiserver, err = startProcess("kube-apiserver", filepath.Join(binDir, "kube-apiserver"), append([]string{
+	c.apiserverRun = &processSpec{name: "kube-apiserver", bin: filepath.Join(binDir, "kube-apiserver"), args: append([]string{
 		"--etcd-servers=" + clientURL,
 		"--bind-address=127.0.0.1",
 		// Without it the API server looks for a host interface with a default route, which
@@ -276,15 +277,8 @@ func (c *Cluster) startProcesses(ctx context.Context, cfg ClusterConfig, binDir 
 		"--token-auth-file=" + filepath.Join(c.Dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.0.0.0/24",
-	}, cfg.APIServerArgs...), cfg.Stdout, cfg.Stderr, filepath.Join(c.Dir, "kube-apiserver.log"))
-	if err != nil {
-		return err
-	}
-	tlsCfg, err := c.tlsConfig()
-	if err != nil {
-		return err
-	}
-	if err := waitReady(ctx, c.apiserver, c.URL+"/readyz", c.AdminToken, tlsCfg); err != nil {
+	}, cfg.APIServerArgs...), stdout: cfg.Stdout, stderr: cfg.Stderr, logPath: filepath.Join(c.Dir, "kube-apiserver.log")}
+	if err := c.startAPIServer(ctx); err != nil {
 		return err
 	}
 	// The API server authenticates itself (our CA, our token), etcd does not: if our etcd lost

@@ -78,6 +78,7 @@ type AD struct {
 
 	stopMu    sync.Mutex
 	samba     *process
+	sambaRun  *processSpec // how to start samba again on the same domain (StartServer)
 	lock      *os.File
 	removeDir bool
 	tlsConfig *tls.Config
@@ -163,14 +164,10 @@ func (a *AD) start(ctx context.Context, cfg ADConfig) error {
 	// -i: foreground, logging to stdout. -M prefork (Samba's default) rather than single: a
 	// single-process DC serves one LDAP request at a time, unlike any real AD, which hides
 	// what concurrency buys (a login's group lookup overlapping its bind) and skews timings.
-	p, err := startProcess("samba", "samba",
-		[]string{"-s", filepath.Join(domainDir, "etc", "smb.conf"), "-i", "-M", "prefork"},
-		cfg.Stdout, cfg.Stderr, filepath.Join(a.Dir, "samba.log"))
-	if err != nil {
-		return err
-	}
-	a.samba = p
-	if err := a.waitReady(ctx); err != nil {
+	a.sambaRun = &processSpec{name: "samba", bin: "samba",
+		args:   []string{"-s", filepath.Join(domainDir, "etc", "smb.conf"), "-i", "-M", "prefork"},
+		stdout: cfg.Stdout, stderr: cfg.Stderr, logPath: filepath.Join(a.Dir, "samba.log")}
+	if err := a.startSamba(ctx); err != nil {
 		return err
 	}
 	if err := a.configureDomain(ctx); err != nil {

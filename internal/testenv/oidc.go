@@ -72,6 +72,8 @@ type OIDCProvider struct {
 	client    *http.Client
 	stopMu    sync.Mutex
 	proc      *process
+	run       *processSpec // how to start it again on the same address (StartServer)
+	tlsConfig *tls.Config
 	removeDir bool
 }
 
@@ -156,18 +158,15 @@ func (p *OIDCProvider) start(ctx context.Context, cfg OIDCProviderConfig, bin st
 		Email: "test-user2@zitadel.ch", Groups: []string{"developers"}}
 	p.Users = []OIDCUser{p.User, p.User2}
 
-	proc, err := startProcess("oidc-provider", bin, []string{
+	p.run = &processSpec{name: "oidc-provider", bin: bin, args: []string{
 		"-addr", addr, "-issuer", p.Issuer, "-tls-cert", certFile, "-tls-key", keyFile,
 		"-redirect-uris", "http://127.0.0.1" + OIDCRedirectPath,
-	}, cfg.Stdout, cfg.Stderr, filepath.Join(p.Dir, "oidc-provider.log"))
-	if err != nil {
+	}, stdout: cfg.Stdout, stderr: cfg.Stderr, logPath: filepath.Join(p.Dir, "oidc-provider.log")}
+	p.tlsConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if err := p.startProcess(ctx); err != nil {
 		return err
 	}
-	p.proc = proc
 	discoveryURL := p.Issuer + ".well-known/openid-configuration"
-	if err := waitReady(ctx, proc, discoveryURL, "", &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}); err != nil {
-		return err
-	}
 	if err := p.getJSON(ctx, discoveryURL, &p.discovery); err != nil {
 		return fmt.Errorf("read discovery: %w", err)
 	}
