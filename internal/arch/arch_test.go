@@ -19,7 +19,7 @@ const module = "github.com/kaccess/kaccess/"
 var allowed = map[string][]string{
 	"internal/access":                 {"internal/audit/event", "internal/rbacsync/policy"},
 	"internal/alerting":               nil,
-	"internal/apiserver":              {"internal/access", "internal/audit/event", "internal/audit/k8saudit", "internal/audit/query", "internal/authn", "internal/session"},
+	"internal/apiserver":              {"internal/access", "internal/audit/event", "internal/audit/k8saudit", "internal/audit/query", "internal/authn", "internal/rbacsync/policy/review", "internal/session"},
 	"internal/arch":                   nil,
 	"internal/audit/chdb":             {"internal/audit/event", "internal/audit/schema"},
 	"internal/audit/chdb/engine":      nil,
@@ -41,7 +41,7 @@ var allowed = map[string][]string{
 	"internal/cli":                    {"internal/rbacsync", "internal/rbacsync/policy"},
 	"internal/config":                 {"internal/audit/detect", "internal/authn/ldap", "internal/authn/oidc", "internal/duration", "internal/yamldoc"},
 	"internal/duration":               nil,
-	"internal/gateway":                {"internal/access", "internal/alerting", "internal/audit/findings", "internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/detect", "internal/audit/event", "internal/audit/query", "internal/audit/schema", "internal/audit/ship", "internal/audit/spool", "internal/audit/webhook", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/rbacsync", "internal/rbacsync/policy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
+	"internal/gateway":                {"internal/access", "internal/rbacsync/policy/review", "internal/alerting", "internal/audit/findings", "internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/detect", "internal/audit/event", "internal/audit/query", "internal/audit/schema", "internal/audit/ship", "internal/audit/spool", "internal/audit/webhook", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/rbacsync", "internal/rbacsync/policy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},
 	"internal/kubestatus":             nil,
 	"internal/proxy":                  {"internal/authn", "internal/kubestatus", "internal/requestctx"},
 	"internal/requestctx":             {"internal/authn"},

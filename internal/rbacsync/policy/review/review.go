@@ -109,6 +109,9 @@ type Report struct {
 	Roles    []Role    `json:"roles"`
 	// Proposed is the narrower policy; the input policy is not changed.
 	Proposed *policy.Policy `json:"-"`
+	// ProposedYAML is Proposed as YAML; Diff a unified diff from the current policy to it.
+	ProposedYAML string `json:"proposedPolicy"`
+	Diff         string `json:"policyDiff"`
 }
 
 // binding-level scope check: does b cover namespace ns?
@@ -235,6 +238,10 @@ func Run(in Input) (*Report, error) {
 		rep.Bindings = append(rep.Bindings, br)
 	}
 	rep.Proposed = propose(p, rep.Bindings, used, elevated, &rep.Roles)
+	var err error
+	if rep.ProposedYAML, rep.Diff, err = YAMLDiff(p, rep.Proposed); err != nil {
+		return nil, err
+	}
 	return rep, nil
 }
 
