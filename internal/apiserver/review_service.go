@@ -96,6 +96,16 @@ func toReviewProto(rep *review.Report, from, to time.Time) *kaccessv1.ReviewAcce
 		}
 		resp.Bindings = append(resp.Bindings, pb)
 	}
+	for _, e := range rep.Elevations {
+		pe := &kaccessv1.ElevationReview{
+			Name: e.Name, Role: e.Role, Scope: e.Scope, Grants: e.Grants, Users: e.Users, Requests: e.Requests,
+			Used: rights(e.Used), Unused: rights(e.Unused), Skipped: e.Skipped,
+		}
+		for _, w := range e.Wildcards {
+			pe.Wildcards = append(pe.Wildcards, &kaccessv1.WildcardUse{Rule: int32(w.Rule), Field: w.Field, Seen: w.Seen})
+		}
+		resp.Elevations = append(resp.Elevations, pe)
+	}
 	for _, r := range rep.Roles {
 		resp.Roles = append(resp.Roles, &kaccessv1.RoleReview{Name: r.Name, Rules: rules(r.Rules), Proposed: rules(r.Proposed), Remove: r.Remove, Kept: r.Kept})
 	}

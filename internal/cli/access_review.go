@@ -129,15 +129,21 @@ func printReview(out io.Writer, r *kaccessv1.ReviewAccessResponse) error {
 			continue
 		}
 		fmt.Fprintf(out, "\n%s (role %s), used by %s:\n", b.GetName(), b.GetRole(), strings.Join(b.GetUsers(), ", "))
-		for _, u := range b.GetUnused() {
-			fmt.Fprintf(out, "  unused: %s\n", rightText(u))
-		}
-		for _, w := range b.GetWildcards() {
-			seen := strings.Join(w.GetSeen(), ", ")
-			if seen == "" {
-				seen = "nothing"
+		printRights(out, b.GetUnused(), b.GetWildcards())
+	}
+	for _, e := range r.GetElevations() {
+		switch {
+		case e.GetSkipped() != "":
+			fmt.Fprintf(out, "\nelevation %s: %s\n", e.GetName(), e.GetSkipped())
+		case len(e.GetGrants()) == 0:
+			fmt.Fprintf(out, "\nelevation %s (role %s): no grant was used in the window\n", e.GetName(), e.GetRole())
+		default:
+			fmt.Fprintf(out, "\nelevation %s (role %s), grants %s, used by %s:\n", e.GetName(), e.GetRole(),
+				strings.Join(e.GetGrants(), ", "), strings.Join(e.GetUsers(), ", "))
+			for _, u := range e.GetUsed() {
+				fmt.Fprintf(out, "  used: %s\n", rightText(u))
 			}
-			fmt.Fprintf(out, "  wildcard: rules[%d].%s \"*\" was used as: %s\n", w.GetRule(), w.GetField(), seen)
+			printRights(out, e.GetUnused(), e.GetWildcards())
 		}
 	}
 	for _, role := range r.GetRoles() {
@@ -151,4 +157,17 @@ func printReview(out io.Writer, r *kaccessv1.ReviewAccessResponse) error {
 	}
 	_, err := fmt.Fprintf(out, "\nProposed policy (unified diff; -o json has the whole file):\n%s", r.GetPolicyDiff())
 	return err
+}
+
+func printRights(out io.Writer, unused []*kaccessv1.AccessRight, wildcards []*kaccessv1.WildcardUse) {
+	for _, u := range unused {
+		fmt.Fprintf(out, "  unused: %s\n", rightText(u))
+	}
+	for _, w := range wildcards {
+		seen := strings.Join(w.GetSeen(), ", ")
+		if seen == "" {
+			seen = "nothing"
+		}
+		fmt.Fprintf(out, "  wildcard: rules[%d].%s \"*\" was used as: %s\n", w.GetRule(), w.GetField(), seen)
+	}
 }

@@ -14,6 +14,15 @@ import (
 	"github.com/kaccess/kaccess/internal/rbacsync/policy/review"
 )
 
+// maxElevation is policy.MaxElevationDuration.
+var maxElevation = func() time.Duration {
+	d, err := time.ParseDuration(policy.MaxElevationDuration)
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
+
 // accessReviewer answers ReviewAccess: the access policy against the usage summary of the
 // default cluster's requests in the audit store.
 type accessReviewer struct {
@@ -28,7 +37,13 @@ func (r *accessReviewer) ReviewAccess(ctx context.Context, from, to time.Time) (
 	if err != nil {
 		return nil, err
 	}
-	in := review.Input{Policy: r.policy, Usage: make([]review.Usage, len(used))}
+	// A grant in force at the start of the window started at most the longest elevation
+	// before it.
+	grants, err := r.usage.GrantElevations(ctx, from.Add(-maxElevation), to)
+	if err != nil {
+		return nil, err
+	}
+	in := review.Input{Policy: r.policy, Usage: make([]review.Usage, len(used)), Grants: grants}
 	for i, u := range used {
 		// RBAC saw the impersonated groups; the user's own are there too, so a binding is
 		// counted as used on either (the safe side: more is kept).
@@ -39,7 +54,7 @@ func (r *accessReviewer) ReviewAccess(ctx context.Context, from, to time.Time) (
 			}
 		}
 		in.Usage[i] = review.Usage{User: u.User, Groups: groups, Verb: u.Verb, APIGroup: u.APIGroup,
-			Resource: u.Resource, Subresource: u.Subresource, Namespace: u.Namespace, Count: u.Count}
+			Resource: u.Resource, Subresource: u.Subresource, Namespace: u.Namespace, GrantIDs: u.GrantIDs, Count: u.Count}
 	}
 	if slices.ContainsFunc(r.policy.Bindings, func(b policy.Binding) bool { return b.NamespaceSelector != nil }) {
 		// Which namespaces a selector picks is known only now, from the cluster.

@@ -29,6 +29,9 @@ roles:
 - name: rev-svc
   rules:
   - {apiGroups: [""], resources: ["services"], verbs: ["get", "list"]}
+- name: rev-secret-reader
+  rules:
+  - {apiGroups: [""], resources: ["secrets"], verbs: ["get", "list", "delete"]}
 bindings:
 - name: rev-devs
   groups: ["corp:rev-devs"]
@@ -38,6 +41,13 @@ bindings:
   groups: ["corp:rev-nobody"]
   role: rev-svc
   namespaces: ["rev-a"]
+elevations:
+- name: rev-secrets
+  role: rev-secret-reader
+  namespaces: ["rev-a"]
+  requesters: ["corp:rev-devs"]
+  approvers: ["audit:security"]
+  maxDuration: 1h
 `
 
 // The review as -o json prints it (protojson's field names).
@@ -55,6 +65,14 @@ type reviewJSON struct {
 			Seen  []string `json:"seen"`
 		} `json:"wildcards"`
 	} `json:"bindings"`
+	Elevations []struct {
+		Name     string      `json:"name"`
+		Grants   []string    `json:"grants"`
+		Users    []string    `json:"users"`
+		Requests json.Number `json:"requests"`
+		Used     []rightJSON `json:"used"`
+		Unused   []rightJSON `json:"unused"`
+	} `json:"elevations"`
 	ProposedPolicy string `json:"proposedPolicy"`
 	PolicyDiff     string `json:"policyDiff"`
 }
@@ -135,11 +153,25 @@ func TestAccessReviewProposesExactlyTheUnusedRights(t *testing.T) {
 			t.Fatalf("kubectl %v: %v %s, want forbidden", args, err, errOut)
 		}
 	}
+	// alice asks for rev-secrets, sam approves, and alice lists secrets under the grant.
+	aliceTok, samTok := g.mint(t, "alice", "corp:rev-devs"), g.mint(t, "sam", "audit:security")
+	code, body := api(t, g, "POST", "/v1/accessrequests", aliceTok, map[string]any{"elevation": "rev-secrets", "duration": "600s", "reason": "INC-7"})
+	if code != 200 {
+		t.Fatalf("access request: %d %v", code, body)
+	}
+	grant := body["accessRequest"].(map[string]any)["name"].(string)
+	if code, body := api(t, g, "POST", "/v1/accessrequests/"+grant+":approve", samTok, map[string]any{"comment": "ok"}); code != 200 {
+		t.Fatalf("approve: %d %v", code, body)
+	}
+	eventually(t, "alice lists secrets under the grant", 30*time.Second, func() bool {
+		_, _, err := alice.kubectl("get", "secrets", "-n", "rev-a")
+		return err == nil
+	})
 	// The review reads the store: wait until alice's last request is in it.
 	eventually(t, "alice's requests in the audit store", 30*time.Second, func() bool {
 		all, err := allEvents(store)
 		return err == nil && slices.ContainsFunc(all, func(e *event.Event) bool {
-			return e.User == "alice" && e.Resource == "pods" && e.Namespace == "default" && e.Decision == event.DecisionDeny
+			return e.User == "alice" && e.Resource == "secrets" && e.Decision == event.DecisionAllow
 		})
 	})
 
@@ -149,10 +181,10 @@ func TestAccessReviewProposesExactlyTheUnusedRights(t *testing.T) {
 	}
 
 	// And over REST, like the other calls: refused for alice, answered for an auditor.
-	if code, body := api(t, g, "GET", "/v1/access:review", g.mint(t, "alice", "corp:rev-devs"), nil); code != 403 {
+	if code, body := api(t, g, "GET", "/v1/access:review", aliceTok, nil); code != 403 {
 		t.Fatalf("REST review as alice: %d %v", code, body)
 	}
-	if code, body := api(t, g, "GET", "/v1/access:review", g.mint(t, "sam", "audit:security"), nil); code != 200 || len(asList(body["bindings"])) != 2 {
+	if code, body := api(t, g, "GET", "/v1/access:review", samTok, nil); code != 200 || len(asList(body["bindings"])) != 2 {
 		t.Fatalf("REST review as an auditor: %d %v", code, body)
 	}
 
@@ -186,12 +218,28 @@ func TestAccessReviewProposesExactlyTheUnusedRights(t *testing.T) {
 		t.Errorf("rev-idle: remove %v requests %s, want removal of a binding nobody used", idle.Remove, idle.Requests)
 	}
 
+	// The elevation: what its grant was used for; its role stays whole.
+	if len(rev.Elevations) != 1 {
+		t.Fatalf("elevations %+v", rev.Elevations)
+	}
+	el := rev.Elevations[0]
+	if !slices.Equal(el.Grants, []string{grant}) || !slices.Equal(el.Users, []string{"alice"}) || el.Requests == "" {
+		t.Errorf("rev-secrets: %+v", el)
+	}
+	if got := rightSet(el.Used); !slices.Equal(got, []string{"list /secrets"}) {
+		t.Errorf("rev-secrets used %v, want list /secrets", got)
+	}
+	if got := rightSet(el.Unused); !slices.Equal(got, []string{"delete /secrets", "get /secrets"}) {
+		t.Errorf("rev-secrets unused %v", got)
+	}
+
 	// The proposal is a valid policy with exactly the used rights.
 	proposed, err := policy.Load([]byte(rev.ProposedPolicy))
 	if err != nil {
 		t.Fatalf("proposed policy: %v\n%s", err, rev.ProposedPolicy)
 	}
-	if len(proposed.Bindings) != 1 || proposed.Bindings[0].Name != "rev-devs" || len(proposed.Roles) != 1 {
+	if len(proposed.Bindings) != 1 || proposed.Bindings[0].Name != "rev-devs" || len(proposed.Roles) != 2 ||
+		proposed.Roles[0].Name != "rev-app" || proposed.Roles[1].Name != "rev-secret-reader" || len(proposed.Roles[1].Rules[0].Verbs) != 3 {
 		t.Fatalf("proposed %+v", proposed)
 	}
 	var got []string
@@ -215,7 +263,8 @@ func TestAccessReviewProposesExactlyTheUnusedRights(t *testing.T) {
 	}
 	t.Logf("kaccess access review:\n%s", table)
 	for _, want := range []string{"rev-idle", "remove the binding: no member used it", "unused: list apps/deployments",
-		`wildcard: rules[2].verbs "*" was used as: create, get`, "--- policy (current)", "-  name: rev-idle"} {
+		`wildcard: rules[2].verbs "*" was used as: create, get`, "--- policy (current)", "-  name: rev-idle",
+		"elevation rev-secrets (role rev-secret-reader), grants " + grant + ", used by alice:", "role rev-secret-reader: granted by elevation rev-secrets: kept whole"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}

@@ -34,6 +34,7 @@ type Usage struct {
 	Verb, APIGroup        string
 	Resource, Subresource string
 	Namespace             string
+	GrantIDs              []string // the access grants in force for the request
 	Count                 int64
 }
 
@@ -61,7 +62,7 @@ func (g *Engine) Usage(ctx context.Context, req UsageRequest) ([]Usage, error) {
 		args["cluster"] = req.Cluster
 		where += " AND `cluster` = {cluster:String}"
 	}
-	keys := "`user`, `groups`, `impersonated_groups`, `verb`, `api_group`, `resource`, `subresource`, `namespace`"
+	keys := "`user`, `groups`, `impersonated_groups`, `verb`, `api_group`, `resource`, `subresource`, `namespace`, `grant_ids`"
 	sql := "SELECT " + keys + ", count() AS `count` FROM " + table(g.Database) + " WHERE " + where +
 		" GROUP BY " + keys + " ORDER BY " + keys + " LIMIT " + strconv.Itoa(limit+1) + g.settings()
 	var out []Usage
@@ -75,6 +76,7 @@ func (g *Engine) Usage(ctx context.Context, req UsageRequest) ([]Usage, error) {
 			Resource           string   `json:"resource"`
 			Subresource        string   `json:"subresource"`
 			Namespace          string   `json:"namespace"`
+			GrantIDs           []string `json:"grant_ids"`
 			Count              jsonInt  `json:"count"`
 		}
 		if err := json.Unmarshal(b, &r); err != nil {
@@ -82,7 +84,7 @@ func (g *Engine) Usage(ctx context.Context, req UsageRequest) ([]Usage, error) {
 		}
 		out = append(out, Usage{
 			User: r.User, Groups: r.Groups, ImpersonatedGroups: r.ImpersonatedGroups, Verb: r.Verb, APIGroup: r.APIGroup,
-			Resource: r.Resource, Subresource: r.Subresource, Namespace: r.Namespace, Count: int64(r.Count),
+			Resource: r.Resource, Subresource: r.Subresource, Namespace: r.Namespace, GrantIDs: r.GrantIDs, Count: int64(r.Count),
 		})
 		return nil
 	})
@@ -91,6 +93,40 @@ func (g *Engine) Usage(ctx context.Context, req UsageRequest) ([]Usage, error) {
 	}
 	if len(out) > limit {
 		return nil, fmt.Errorf("%w: more than %d distinct kinds of request in the window: review a shorter window", ErrInvalid, limit)
+	}
+	return out, nil
+}
+
+// GrantElevations maps the access grants that started in [from, to) to their elevations, from
+// the grant events internal/access records (extra grant_id and elevation). A review passes a
+// from early enough to cover grants still in force at the start of its window.
+func (g *Engine) GrantElevations(ctx context.Context, from, to time.Time) (map[string]string, error) {
+	if from.IsZero() || to.IsZero() || !from.Before(to) {
+		return nil, fmt.Errorf("%w: the grants window needs a start before its end", ErrInvalid)
+	}
+	args := map[string]string{"from": formatTime(from), "to": formatTime(to), "kind": string(event.KindGrant)}
+	sql := "SELECT `extra`['grant_id'] AS `grant_id`, any(`extra`['elevation']) AS `elevation` FROM " + table(g.Database) +
+		" WHERE `time` >= {from:" + timeType + "} AND `time` < {to:" + timeType + "} AND `kind` = {kind:String}" +
+		" GROUP BY `grant_id` ORDER BY `grant_id` LIMIT " + strconv.Itoa(MaxUsageRows+1) + g.settings()
+	out := map[string]string{}
+	err := g.Querier.QueryJSON(ctx, sql, args, func(b []byte) error {
+		var r struct {
+			GrantID   string `json:"grant_id"`
+			Elevation string `json:"elevation"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("decode a grant row: %w", err)
+		}
+		if r.GrantID != "" {
+			out[r.GrantID] = r.Elevation
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > MaxUsageRows {
+		return nil, fmt.Errorf("%w: more than %d grants in the window: review a shorter window", ErrInvalid, MaxUsageRows)
 	}
 	return out, nil
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/kaccess/kaccess/internal/audit/storetest"
 )
 
-func usageKey(user string, groups, imp []string, verb, group, res, sub, ns string) string {
-	return fmt.Sprintf("%s|%v|%v|%s|%s|%s|%s|%s", user, groups, imp, verb, group, res, sub, ns)
+func usageKey(user string, groups, imp []string, verb, group, res, sub, ns string, grants []string) string {
+	return fmt.Sprintf("%s|%v|%v|%s|%s|%s|%s|%s|%v", user, groups, imp, verb, group, res, sub, ns, grants)
 }
 
 // TestUsageSummarizesAllowedRequests: the store's summary is exactly the one computed here
@@ -29,7 +29,7 @@ func TestUsageSummarizesAllowedRequests(t *testing.T) {
 			e.Subresource = "log"
 		}
 		if i%11 == 0 {
-			e.ImpersonatedGroups = []string{"kaccess:grant:x"}
+			e.ImpersonatedGroups, e.GrantIDs = []string{"kaccess:grant:x"}, []string{"x"}
 		}
 	}
 	// A watch: recorded when it starts and when it ends; it counts once.
@@ -56,7 +56,7 @@ func TestUsageSummarizesAllowedRequests(t *testing.T) {
 			e.Stage == event.StageEnded || e.Time.Before(from) || !e.Time.Before(to) {
 			continue
 		}
-		want[usageKey(e.User, e.Groups, e.ImpersonatedGroups, e.Verb, e.APIGroup, e.Resource, e.Subresource, e.Namespace)]++
+		want[usageKey(e.User, e.Groups, e.ImpersonatedGroups, e.Verb, e.APIGroup, e.Resource, e.Subresource, e.Namespace, e.GrantIDs)]++
 	}
 	got, err := g.Usage(context.Background(), UsageRequest{From: from, To: to, Cluster: "prod-eu-1"})
 	if err != nil {
@@ -64,7 +64,7 @@ func TestUsageSummarizesAllowedRequests(t *testing.T) {
 	}
 	gotMap := map[string]int64{}
 	for _, u := range got {
-		gotMap[usageKey(u.User, nilIfEmpty(u.Groups), nilIfEmpty(u.ImpersonatedGroups), u.Verb, u.APIGroup, u.Resource, u.Subresource, u.Namespace)] += u.Count
+		gotMap[usageKey(u.User, nilIfEmpty(u.Groups), nilIfEmpty(u.ImpersonatedGroups), u.Verb, u.APIGroup, u.Resource, u.Subresource, u.Namespace, nilIfEmpty(u.GrantIDs))] += u.Count
 	}
 	if len(want) < 50 {
 		t.Fatalf("the data set has only %d kinds of allowed request", len(want))
@@ -111,5 +111,36 @@ func TestUsageIsBounded(t *testing.T) {
 				t.Errorf("err = %v, want ErrInvalid saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestGrantElevations(t *testing.T) {
+	grant := func(id, elevation string, at time.Time) *event.Event {
+		e := event.New(event.KindGrant, at)
+		e.User, e.Name, e.GrantIDs = "alice", id, []string{id}
+		e.Extra = map[string]string{"grant_id": id, "elevation": elevation, "request": id}
+		return e
+	}
+	req := event.New(event.KindAccessRequest, start) // not a grant
+	req.Extra = map[string]string{"grant_id": "pending-1", "elevation": "db"}
+	g := &Engine{Querier: openStore(t, []*event.Event{
+		grant("db-1", "db", start), grant("bg-1", "break-glass", start.Add(time.Minute)),
+		grant(`x' OR 1=1 --`, "odd", start.Add(2*time.Minute)), grant("late-1", "db", start.Add(3*time.Hour)), req,
+	})}
+	got, err := g.GrantElevations(context.Background(), start.Add(-time.Hour), start.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"db-1": "db", "bg-1": "break-glass", `x' OR 1=1 --`: "odd"}
+	if len(got) != len(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q, want %q", k, got[k], v)
+		}
+	}
+	if _, err := g.GrantElevations(context.Background(), start, start); !errors.Is(err, ErrInvalid) {
+		t.Errorf("empty window: %v", err)
 	}
 }

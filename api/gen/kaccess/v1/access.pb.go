@@ -1748,7 +1748,10 @@ type ReviewAccessResponse struct {
 	ProposedPolicy string `protobuf:"bytes,5,opt,name=proposed_policy,json=proposedPolicy,proto3" json:"proposed_policy,omitempty"`
 	// A unified diff from the current policy to the proposed one (both as the gateway writes
 	// YAML, without the file's comments).
-	PolicyDiff    string `protobuf:"bytes,6,opt,name=policy_diff,json=policyDiff,proto3" json:"policy_diff,omitempty"`
+	PolicyDiff string `protobuf:"bytes,6,opt,name=policy_diff,json=policyDiff,proto3" json:"policy_diff,omitempty"`
+	// One review per elevation, in the policy's order: what its grants were used for. Their
+	// roles are kept whole in the proposal.
+	Elevations    []*ElevationReview `protobuf:"bytes,7,rep,name=elevations,proto3" json:"elevations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1821,6 +1824,140 @@ func (x *ReviewAccessResponse) GetProposedPolicy() string {
 func (x *ReviewAccessResponse) GetPolicyDiff() string {
 	if x != nil {
 		return x.PolicyDiff
+	}
+	return ""
+}
+
+func (x *ReviewAccessResponse) GetElevations() []*ElevationReview {
+	if x != nil {
+		return x.Elevations
+	}
+	return nil
+}
+
+// ElevationReview is what the grants of one elevation were used for in the window.
+type ElevationReview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The elevation's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The policy role it grants.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Where its grants apply: "cluster-wide" or "namespaces a, b".
+	Scope string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The grants (access request names) that requests of the window were made under.
+	Grants []string `protobuf:"bytes,4,rep,name=grants,proto3" json:"grants,omitempty"`
+	// The people who used them.
+	Users []string `protobuf:"bytes,5,rep,name=users,proto3" json:"users,omitempty"`
+	// How many requests its grants allowed.
+	Requests int64 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The rights used under its grants.
+	Used []*AccessRight `protobuf:"bytes,7,rep,name=used,proto3" json:"used,omitempty"`
+	// The rights its role's rules list that no grant was used for.
+	Unused []*AccessRight `protobuf:"bytes,8,rep,name=unused,proto3" json:"unused,omitempty"`
+	// Wildcards of its role's rules and what they were used as.
+	Wildcards []*WildcardUse `protobuf:"bytes,9,rep,name=wildcards,proto3" json:"wildcards,omitempty"`
+	// Why the elevation was not reviewed (its role's rules are not in the policy).
+	Skipped       string `protobuf:"bytes,10,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElevationReview) Reset() {
+	*x = ElevationReview{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElevationReview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElevationReview) ProtoMessage() {}
+
+func (x *ElevationReview) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElevationReview.ProtoReflect.Descriptor instead.
+func (*ElevationReview) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ElevationReview) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ElevationReview) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ElevationReview) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *ElevationReview) GetGrants() []string {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *ElevationReview) GetUsed() []*AccessRight {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetUnused() []*AccessRight {
+	if x != nil {
+		return x.Unused
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetWildcards() []*WildcardUse {
+	if x != nil {
+		return x.Wildcards
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
 	}
 	return ""
 }
@@ -1959,7 +2096,7 @@ const file_kaccess_v1_access_proto_rawDesc = "" +
 	"\x05rules\x18\x02 \x03(\v2\x16.kaccess.v1.PolicyRuleR\x05rules\x122\n" +
 	"\bproposed\x18\x03 \x03(\v2\x16.kaccess.v1.PolicyRuleR\bproposed\x12\x16\n" +
 	"\x06remove\x18\x04 \x01(\bR\x06remove\x12\x12\n" +
-	"\x04kept\x18\x05 \x01(\tR\x04kept\"\xb7\x02\n" +
+	"\x04kept\x18\x05 \x01(\tR\x04kept\"\xf4\x02\n" +
 	"\x14ReviewAccessResponse\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -1968,7 +2105,22 @@ const file_kaccess_v1_access_proto_rawDesc = "" +
 	"\x05roles\x18\x04 \x03(\v2\x16.kaccess.v1.RoleReviewR\x05roles\x12'\n" +
 	"\x0fproposed_policy\x18\x05 \x01(\tR\x0eproposedPolicy\x12\x1f\n" +
 	"\vpolicy_diff\x18\x06 \x01(\tR\n" +
-	"policyDiff*\xe4\x01\n" +
+	"policyDiff\x12;\n" +
+	"\n" +
+	"elevations\x18\a \x03(\v2\x1b.kaccess.v1.ElevationReviewR\n" +
+	"elevations\"\xc8\x02\n" +
+	"\x0fElevationReview\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06grants\x18\x04 \x03(\tR\x06grants\x12\x14\n" +
+	"\x05users\x18\x05 \x03(\tR\x05users\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x03R\brequests\x12+\n" +
+	"\x04used\x18\a \x03(\v2\x17.kaccess.v1.AccessRightR\x04used\x12/\n" +
+	"\x06unused\x18\b \x03(\v2\x17.kaccess.v1.AccessRightR\x06unused\x125\n" +
+	"\twildcards\x18\t \x03(\v2\x17.kaccess.v1.WildcardUseR\twildcards\x12\x18\n" +
+	"\askipped\x18\n" +
+	" \x01(\tR\askipped*\xe4\x01\n" +
 	"\x12AccessRequestState\x12$\n" +
 	" ACCESS_REQUEST_STATE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cACCESS_REQUEST_STATE_PENDING\x10\x01\x12!\n" +
@@ -2002,7 +2154,7 @@ func file_kaccess_v1_access_proto_rawDescGZIP() []byte {
 }
 
 var file_kaccess_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kaccess_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_kaccess_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_kaccess_v1_access_proto_goTypes = []any{
 	(AccessRequestState)(0),              // 0: kaccess.v1.AccessRequestState
 	(ListAccessRequestsRequest_Scope)(0), // 1: kaccess.v1.ListAccessRequestsRequest.Scope
@@ -2030,23 +2182,24 @@ var file_kaccess_v1_access_proto_goTypes = []any{
 	(*PolicyRule)(nil),                   // 23: kaccess.v1.PolicyRule
 	(*RoleReview)(nil),                   // 24: kaccess.v1.RoleReview
 	(*ReviewAccessResponse)(nil),         // 25: kaccess.v1.ReviewAccessResponse
-	(*timestamppb.Timestamp)(nil),        // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 27: google.protobuf.Duration
-	(*Identity)(nil),                     // 28: kaccess.v1.Identity
+	(*ElevationReview)(nil),              // 26: kaccess.v1.ElevationReview
+	(*timestamppb.Timestamp)(nil),        // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
+	(*Identity)(nil),                     // 29: kaccess.v1.Identity
 }
 var file_kaccess_v1_access_proto_depIdxs = []int32{
-	26, // 0: kaccess.v1.Review.create_time:type_name -> google.protobuf.Timestamp
-	27, // 1: kaccess.v1.AccessRequest.duration:type_name -> google.protobuf.Duration
-	28, // 2: kaccess.v1.AccessRequest.requester:type_name -> kaccess.v1.Identity
+	27, // 0: kaccess.v1.Review.create_time:type_name -> google.protobuf.Timestamp
+	28, // 1: kaccess.v1.AccessRequest.duration:type_name -> google.protobuf.Duration
+	29, // 2: kaccess.v1.AccessRequest.requester:type_name -> kaccess.v1.Identity
 	0,  // 3: kaccess.v1.AccessRequest.state:type_name -> kaccess.v1.AccessRequestState
 	2,  // 4: kaccess.v1.AccessRequest.approvals:type_name -> kaccess.v1.Review
 	2,  // 5: kaccess.v1.AccessRequest.denials:type_name -> kaccess.v1.Review
-	26, // 6: kaccess.v1.AccessRequest.create_time:type_name -> google.protobuf.Timestamp
-	26, // 7: kaccess.v1.AccessRequest.pending_expire_time:type_name -> google.protobuf.Timestamp
-	26, // 8: kaccess.v1.AccessRequest.approve_time:type_name -> google.protobuf.Timestamp
-	26, // 9: kaccess.v1.AccessRequest.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 10: kaccess.v1.AccessRequest.end_time:type_name -> google.protobuf.Timestamp
-	27, // 11: kaccess.v1.CreateAccessRequestRequest.duration:type_name -> google.protobuf.Duration
+	27, // 6: kaccess.v1.AccessRequest.create_time:type_name -> google.protobuf.Timestamp
+	27, // 7: kaccess.v1.AccessRequest.pending_expire_time:type_name -> google.protobuf.Timestamp
+	27, // 8: kaccess.v1.AccessRequest.approve_time:type_name -> google.protobuf.Timestamp
+	27, // 9: kaccess.v1.AccessRequest.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 10: kaccess.v1.AccessRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 11: kaccess.v1.CreateAccessRequestRequest.duration:type_name -> google.protobuf.Duration
 	3,  // 12: kaccess.v1.CreateAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	3,  // 13: kaccess.v1.GetAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	1,  // 14: kaccess.v1.ListAccessRequestsRequest.scope:type_name -> kaccess.v1.ListAccessRequestsRequest.Scope
@@ -2054,40 +2207,44 @@ var file_kaccess_v1_access_proto_depIdxs = []int32{
 	3,  // 16: kaccess.v1.ApproveAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	3,  // 17: kaccess.v1.DenyAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	3,  // 18: kaccess.v1.RevokeAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
-	26, // 19: kaccess.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 19: kaccess.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
 	17, // 20: kaccess.v1.ListGrantsResponse.grants:type_name -> kaccess.v1.Grant
-	26, // 21: kaccess.v1.ReviewAccessRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 22: kaccess.v1.ReviewAccessRequest.end_time:type_name -> google.protobuf.Timestamp
+	27, // 21: kaccess.v1.ReviewAccessRequest.start_time:type_name -> google.protobuf.Timestamp
+	27, // 22: kaccess.v1.ReviewAccessRequest.end_time:type_name -> google.protobuf.Timestamp
 	20, // 23: kaccess.v1.BindingReview.used:type_name -> kaccess.v1.AccessRight
 	20, // 24: kaccess.v1.BindingReview.unused:type_name -> kaccess.v1.AccessRight
 	21, // 25: kaccess.v1.BindingReview.wildcards:type_name -> kaccess.v1.WildcardUse
 	23, // 26: kaccess.v1.RoleReview.rules:type_name -> kaccess.v1.PolicyRule
 	23, // 27: kaccess.v1.RoleReview.proposed:type_name -> kaccess.v1.PolicyRule
-	26, // 28: kaccess.v1.ReviewAccessResponse.start_time:type_name -> google.protobuf.Timestamp
-	26, // 29: kaccess.v1.ReviewAccessResponse.end_time:type_name -> google.protobuf.Timestamp
+	27, // 28: kaccess.v1.ReviewAccessResponse.start_time:type_name -> google.protobuf.Timestamp
+	27, // 29: kaccess.v1.ReviewAccessResponse.end_time:type_name -> google.protobuf.Timestamp
 	22, // 30: kaccess.v1.ReviewAccessResponse.bindings:type_name -> kaccess.v1.BindingReview
 	24, // 31: kaccess.v1.ReviewAccessResponse.roles:type_name -> kaccess.v1.RoleReview
-	4,  // 32: kaccess.v1.AccessService.CreateAccessRequest:input_type -> kaccess.v1.CreateAccessRequestRequest
-	6,  // 33: kaccess.v1.AccessService.GetAccessRequest:input_type -> kaccess.v1.GetAccessRequestRequest
-	8,  // 34: kaccess.v1.AccessService.ListAccessRequests:input_type -> kaccess.v1.ListAccessRequestsRequest
-	10, // 35: kaccess.v1.AccessService.ApproveAccessRequest:input_type -> kaccess.v1.ApproveAccessRequestRequest
-	12, // 36: kaccess.v1.AccessService.DenyAccessRequest:input_type -> kaccess.v1.DenyAccessRequestRequest
-	14, // 37: kaccess.v1.AccessService.RevokeAccessRequest:input_type -> kaccess.v1.RevokeAccessRequestRequest
-	16, // 38: kaccess.v1.AccessService.ListGrants:input_type -> kaccess.v1.ListGrantsRequest
-	19, // 39: kaccess.v1.AccessService.ReviewAccess:input_type -> kaccess.v1.ReviewAccessRequest
-	5,  // 40: kaccess.v1.AccessService.CreateAccessRequest:output_type -> kaccess.v1.CreateAccessRequestResponse
-	7,  // 41: kaccess.v1.AccessService.GetAccessRequest:output_type -> kaccess.v1.GetAccessRequestResponse
-	9,  // 42: kaccess.v1.AccessService.ListAccessRequests:output_type -> kaccess.v1.ListAccessRequestsResponse
-	11, // 43: kaccess.v1.AccessService.ApproveAccessRequest:output_type -> kaccess.v1.ApproveAccessRequestResponse
-	13, // 44: kaccess.v1.AccessService.DenyAccessRequest:output_type -> kaccess.v1.DenyAccessRequestResponse
-	15, // 45: kaccess.v1.AccessService.RevokeAccessRequest:output_type -> kaccess.v1.RevokeAccessRequestResponse
-	18, // 46: kaccess.v1.AccessService.ListGrants:output_type -> kaccess.v1.ListGrantsResponse
-	25, // 47: kaccess.v1.AccessService.ReviewAccess:output_type -> kaccess.v1.ReviewAccessResponse
-	40, // [40:48] is the sub-list for method output_type
-	32, // [32:40] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	26, // 32: kaccess.v1.ReviewAccessResponse.elevations:type_name -> kaccess.v1.ElevationReview
+	20, // 33: kaccess.v1.ElevationReview.used:type_name -> kaccess.v1.AccessRight
+	20, // 34: kaccess.v1.ElevationReview.unused:type_name -> kaccess.v1.AccessRight
+	21, // 35: kaccess.v1.ElevationReview.wildcards:type_name -> kaccess.v1.WildcardUse
+	4,  // 36: kaccess.v1.AccessService.CreateAccessRequest:input_type -> kaccess.v1.CreateAccessRequestRequest
+	6,  // 37: kaccess.v1.AccessService.GetAccessRequest:input_type -> kaccess.v1.GetAccessRequestRequest
+	8,  // 38: kaccess.v1.AccessService.ListAccessRequests:input_type -> kaccess.v1.ListAccessRequestsRequest
+	10, // 39: kaccess.v1.AccessService.ApproveAccessRequest:input_type -> kaccess.v1.ApproveAccessRequestRequest
+	12, // 40: kaccess.v1.AccessService.DenyAccessRequest:input_type -> kaccess.v1.DenyAccessRequestRequest
+	14, // 41: kaccess.v1.AccessService.RevokeAccessRequest:input_type -> kaccess.v1.RevokeAccessRequestRequest
+	16, // 42: kaccess.v1.AccessService.ListGrants:input_type -> kaccess.v1.ListGrantsRequest
+	19, // 43: kaccess.v1.AccessService.ReviewAccess:input_type -> kaccess.v1.ReviewAccessRequest
+	5,  // 44: kaccess.v1.AccessService.CreateAccessRequest:output_type -> kaccess.v1.CreateAccessRequestResponse
+	7,  // 45: kaccess.v1.AccessService.GetAccessRequest:output_type -> kaccess.v1.GetAccessRequestResponse
+	9,  // 46: kaccess.v1.AccessService.ListAccessRequests:output_type -> kaccess.v1.ListAccessRequestsResponse
+	11, // 47: kaccess.v1.AccessService.ApproveAccessRequest:output_type -> kaccess.v1.ApproveAccessRequestResponse
+	13, // 48: kaccess.v1.AccessService.DenyAccessRequest:output_type -> kaccess.v1.DenyAccessRequestResponse
+	15, // 49: kaccess.v1.AccessService.RevokeAccessRequest:output_type -> kaccess.v1.RevokeAccessRequestResponse
+	18, // 50: kaccess.v1.AccessService.ListGrants:output_type -> kaccess.v1.ListGrantsResponse
+	25, // 51: kaccess.v1.AccessService.ReviewAccess:output_type -> kaccess.v1.ReviewAccessResponse
+	44, // [44:52] is the sub-list for method output_type
+	36, // [36:44] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_kaccess_v1_access_proto_init() }
@@ -2102,7 +2259,7 @@ func file_kaccess_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kaccess_v1_access_proto_rawDesc), len(file_kaccess_v1_access_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

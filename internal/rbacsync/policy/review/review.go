@@ -31,7 +31,9 @@ type Usage struct {
 	Resource    string // "pods"
 	Subresource string // "log"; empty for the resource itself
 	Namespace   string // empty for cluster-scoped resources
-	Count       int64
+	// GrantIDs are the access requests whose grants were in force for the request.
+	GrantIDs []string
+	Count    int64
 }
 
 // resource is the resource as RBAC rules name it: "pods" or "pods/log".
@@ -48,6 +50,8 @@ type Input struct {
 	// Namespaces are the cluster's namespaces with their labels, for bindings by selector.
 	Namespaces []policy.Namespace
 	Usage      []Usage
+	// Grants maps the grants of the window (access request names) to their elevations.
+	Grants map[string]string
 }
 
 // Right is one verb on one resource of one API group ("" is the core group).
@@ -92,6 +96,22 @@ type Binding struct {
 	Skipped string `json:"skipped,omitempty"`
 }
 
+// Elevation is what the grants of one elevation were used for in the window. Its role is
+// kept whole (see Role.Kept); the unused rights are for the people who own the elevation.
+type Elevation struct {
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+	Scope string `json:"scope"`
+	// Grants are the grants of the elevation that requests of the window were made under.
+	Grants    []string   `json:"grants,omitempty"`
+	Users     []string   `json:"users,omitempty"`
+	Requests  int64      `json:"requests"`
+	Used      []Right    `json:"used,omitempty"`
+	Unused    []Right    `json:"unused,omitempty"`
+	Wildcards []Wildcard `json:"wildcards,omitempty"`
+	Skipped   string     `json:"skipped,omitempty"`
+}
+
 // Role is the proposal for one curated role.
 type Role struct {
 	Name     string              `json:"name"`
@@ -105,8 +125,9 @@ type Role struct {
 
 // Report is the outcome of a review.
 type Report struct {
-	Bindings []Binding `json:"bindings"`
-	Roles    []Role    `json:"roles"`
+	Bindings   []Binding   `json:"bindings"`
+	Elevations []Elevation `json:"elevations"`
+	Roles      []Role      `json:"roles"`
 	// Proposed is the narrower policy; the input policy is not changed.
 	Proposed *policy.Policy `json:"-"`
 	// ProposedYAML is Proposed as YAML; Diff a unified diff from the current policy to it.
@@ -187,55 +208,15 @@ func Run(in Input) (*Report, error) {
 			continue
 		}
 		if used[r.Name] == nil {
-			used[r.Name] = make([]map[Right]bool, len(r.Rules))
-			for i := range used[r.Name] {
-				used[r.Name][i] = map[Right]bool{}
-			}
+			used[r.Name] = newRuleSets(len(r.Rules))
 		}
-		mine := make([]map[Right]bool, len(r.Rules))
-		for i := range mine {
-			mine[i] = map[Right]bool{}
-		}
-		users := map[string]bool{}
-		for _, u := range in.Usage {
-			if !member(u.Groups, b.Groups) || !sc.covers(u.Namespace) {
-				continue
-			}
-			// The first rule that allows the request is the one it used; any rule would do.
-			for i := range r.Rules {
-				if !matches(&r.Rules[i], u) {
-					continue
-				}
-				rt := Right{APIGroup: u.APIGroup, Resource: u.resource(), Verb: u.Verb}
-				mine[i][rt], used[r.Name][i][rt] = true, true
-				users[u.User] = true
-				br.Requests += u.Count
-				break
-			}
-		}
-		br.Users = sortedKeys(users)
-		for i := range r.Rules {
-			rule := &r.Rules[i]
-			br.Used = append(br.Used, sortedRights(mine[i])...)
-			if len(rule.NonResourceURLs) > 0 {
-				continue // kept as it is, see proposeRules
-			}
-			if w := wildcards(i, rule, mine[i]); len(w) > 0 {
-				br.Wildcards = append(br.Wildcards, w...)
-				continue
-			}
-			for _, rt := range listed(rule) {
-				if !mine[i][rt] {
-					br.Unused = append(br.Unused, rt)
-				}
-			}
-		}
-		sortRights(br.Used)
-		br.Used = slices.Compact(br.Used)
-		sortRights(br.Unused)
-		br.Unused = slices.Compact(br.Unused)
+		a := assess(r, sc, func(u Usage) bool { return member(u.Groups, b.Groups) }, in.Usage, used[r.Name])
+		br.Users, br.Requests, br.Used, br.Unused, br.Wildcards = a.users, a.requests, a.used, a.unused, a.wildcards
 		br.Remove = br.Requests == 0
 		rep.Bindings = append(rep.Bindings, br)
+	}
+	for _, e := range p.Elevations {
+		rep.Elevations = append(rep.Elevations, reviewElevation(e, roles[e.Role], in))
 	}
 	rep.Proposed = propose(p, rep.Bindings, used, elevated, &rep.Roles)
 	var err error
@@ -243,6 +224,101 @@ func Run(in Input) (*Report, error) {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// assessment is what one grant of a role (a binding, an elevation) was used for.
+type assessment struct {
+	users        []string
+	requests     int64
+	used, unused []Right
+	wildcards    []Wildcard
+}
+
+func newRuleSets(n int) []map[Right]bool {
+	out := make([]map[Right]bool, n)
+	for i := range out {
+		out[i] = map[Right]bool{}
+	}
+	return out
+}
+
+// assess attributes each request of in that holder made in sc to the first rule of r that
+// allows it, adding the rights used to all (the role's, over all its holders).
+func assess(r *policy.Role, sc scope, holder func(Usage) bool, in []Usage, all []map[Right]bool) assessment {
+	mine := newRuleSets(len(r.Rules))
+	users := map[string]bool{}
+	var a assessment
+	for _, u := range in {
+		if !holder(u) || !sc.covers(u.Namespace) {
+			continue
+		}
+		// The first rule that allows the request is the one it used; any rule would do.
+		for i := range r.Rules {
+			if !matches(&r.Rules[i], u) {
+				continue
+			}
+			rt := Right{APIGroup: u.APIGroup, Resource: u.resource(), Verb: u.Verb}
+			mine[i][rt] = true
+			if all != nil {
+				all[i][rt] = true
+			}
+			users[u.User] = true
+			a.requests += u.Count
+			break
+		}
+	}
+	a.users = sortedKeys(users)
+	for i := range r.Rules {
+		rule := &r.Rules[i]
+		a.used = append(a.used, sortedRights(mine[i])...)
+		if len(rule.NonResourceURLs) > 0 {
+			continue // kept as it is, see proposeRules
+		}
+		if w := wildcards(i, rule, mine[i]); len(w) > 0 {
+			a.wildcards = append(a.wildcards, w...)
+			continue
+		}
+		for _, rt := range listed(rule) {
+			if !mine[i][rt] {
+				a.unused = append(a.unused, rt)
+			}
+		}
+	}
+	sortRights(a.used)
+	a.used = slices.Compact(a.used)
+	sortRights(a.unused)
+	a.unused = slices.Compact(a.unused)
+	return a
+}
+
+// reviewElevation reports what the grants of e were used for: requests made while one of its
+// grants was in force, in its scope.
+func reviewElevation(e policy.Elevation, r *policy.Role, in Input) Elevation {
+	er := Elevation{Name: e.Name, Role: e.Role, Scope: "cluster-wide"}
+	if !e.ClusterWide {
+		er.Scope = "namespaces " + strings.Join(e.Namespaces, ", ")
+	}
+	if r == nil || r.Ref != nil {
+		er.Skipped = fmt.Sprintf("role %q is not a curated role of the policy; its rules are not reviewed", e.Role)
+		return er
+	}
+	sc := scope{clusterWide: e.ClusterWide, namespaces: map[string]bool{}}
+	for _, ns := range e.Namespaces {
+		sc.namespaces[ns] = true
+	}
+	grants := map[string]bool{}
+	ofE := func(u Usage) bool {
+		ok := false
+		for _, g := range u.GrantIDs {
+			if in.Grants[g] == e.Name {
+				grants[g], ok = true, true
+			}
+		}
+		return ok
+	}
+	a := assess(r, sc, ofE, in.Usage, nil)
+	er.Grants, er.Users, er.Requests, er.Used, er.Unused, er.Wildcards = sortedKeys(grants), a.users, a.requests, a.used, a.unused, a.wildcards
+	return er
 }
 
 // propose builds the narrower policy: unused bindings dropped, curated roles cut to what their

@@ -88,6 +88,9 @@ func usage() []Usage {
 		// team-d is not selected, and a list across namespaces is cluster-scoped: neither is the binding's.
 		{User: "carol", Groups: []string{"corp:readers"}, Verb: "list", Resource: "configmaps", Namespace: "team-d", Count: 1},
 		{User: "carol", Groups: []string{"corp:readers"}, Verb: "list", Resource: "configmaps", Count: 1},
+		// Under a grant of break-glass (and one of another elevation, which is not break-glass').
+		{User: "dora", Groups: []string{"corp:oncall", "kaccess:grant:bg-1"}, GrantIDs: []string{"bg-1", "other-1"}, Verb: "get", Resource: "secrets", Namespace: "kube-system", Count: 2},
+		{User: "dora", Groups: []string{"corp:oncall"}, GrantIDs: []string{"other-1"}, Verb: "delete", Resource: "secrets", Namespace: "kube-system", Count: 1},
 	}
 }
 
@@ -97,7 +100,7 @@ func run(t *testing.T) (*policy.Policy, *Report) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(Input{Policy: p, Namespaces: namespaces, Usage: usage()})
+	rep, err := Run(Input{Policy: p, Namespaces: namespaces, Usage: usage(), Grants: map[string]string{"bg-1": "break-glass", "other-1": "other"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,4 +333,35 @@ func rulesEqual(a, b []rbacv1.PolicyRule) bool {
 
 func wildcardEqual(a, b Wildcard) bool {
 	return a.Rule == b.Rule && a.Field == b.Field && slices.Equal(a.Seen, b.Seen)
+}
+
+func TestElevationUseUnderItsGrants(t *testing.T) {
+	t.Parallel()
+	p, rep := run(t)
+	if len(rep.Elevations) != 1 {
+		t.Fatalf("elevations %+v", rep.Elevations)
+	}
+	e := rep.Elevations[0]
+	if e.Name != "break-glass" || !slices.Equal(e.Grants, []string{"bg-1"}) || !slices.Equal(e.Users, []string{"dora"}) || e.Requests != 2 {
+		t.Errorf("break-glass = %+v", e)
+	}
+	if !slices.Equal(e.Used, rights("get core secrets")) {
+		t.Errorf("used under the grant %v, want only what was done under bg-1", e.Used)
+	}
+	want := []Wildcard{{Field: "apiGroups", Seen: []string{""}}, {Field: "resources", Seen: []string{"secrets"}}, {Field: "verbs", Seen: []string{"get"}}}
+	if !slices.EqualFunc(e.Wildcards, want, wildcardEqual) {
+		t.Errorf("wildcards %+v, want %+v", e.Wildcards, want)
+	}
+	// The elevation's role stays whole whatever its grants were used for.
+	if got := role(t, rep.Proposed, "admin").Rules; !rulesEqual(got, role(t, p, "admin").Rules) {
+		t.Errorf("admin proposed as %+v", got)
+	}
+	// Without grants in the window the elevation has no use, and its role still stays.
+	rep2, err := Run(Input{Policy: p, Namespaces: namespaces, Usage: usage()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := rep2.Elevations[0]; e.Requests != 0 || len(e.Grants) != 0 || role(t, rep2.Proposed, "admin") == nil {
+		t.Errorf("no grants: %+v", e)
+	}
 }
