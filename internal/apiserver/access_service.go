@@ -39,7 +39,10 @@ type accessService struct {
 	kaccessv1.UnimplementedAccessServiceServer
 
 	requests AccessRequests
-	log      *slog.Logger
+	reviewer AccessReviewer // nil: ReviewAccess is unimplemented
+	// queries authorizes and records ReviewAccess as AuditService does its queries.
+	queries *auditService
+	log     *slog.Logger
 }
 
 // caller is the authenticated identity, as internal/access takes it.

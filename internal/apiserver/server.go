@@ -93,6 +93,9 @@ type Config struct {
 	// Findings are the stored findings of scheduled detections (ListFindings,
 	// AcknowledgeFinding); nil keeps none.
 	Findings Findings
+	// Review serves AccessService's ReviewAccess (the access policy against the audit
+	// record); nil leaves it unimplemented.
+	Review AccessReviewer
 	// AuditorGroups may query everyone's audit events; other callers see only their own.
 	AuditorGroups []string
 	// OnLogin, if set, is told the outcome of every login attempt that named a configured
@@ -184,7 +187,10 @@ func New(cfg Config) (*Server, error) {
 		onLogin: cfg.OnLogin,
 	})
 	if cfg.Access != nil {
-		kaccessv1.RegisterAccessServiceServer(s.grpc, &accessService{requests: cfg.Access, log: cfg.Logger})
+		kaccessv1.RegisterAccessServiceServer(s.grpc, &accessService{
+			requests: cfg.Access, reviewer: cfg.Review, log: cfg.Logger,
+			queries: &auditService{auditors: slices.Clone(cfg.AuditorGroups), audit: rec, log: cfg.Logger},
+		})
 	}
 	if cfg.AuditQuery != nil {
 		kaccessv1.RegisterAuditServiceServer(s.grpc, &auditService{

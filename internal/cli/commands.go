@@ -54,6 +54,7 @@ that login. Typical first use:
 		newPolicyCommand(s),
 		newRequestCommand(s, getStore),
 		newGrantsCommand(s, getStore),
+		newAccessCommand(s, getStore),
 		newAuditCommand(s, getStore),
 		&cobra.Command{Use: "version", Short: "Print the version of kaccess", Args: cobra.NoArgs,
 			Run: func(*cobra.Command, []string) { fmt.Fprintln(s.Out, "kaccess", version) }},

@@ -21,6 +21,7 @@ import (
 // policy, access requests, and the grants in force.
 type governance struct {
 	service    *access.Service
+	policy     *policy.Policy
 	grants     *access.Grants
 	rbac       *rbacsync.Controller
 	controller *access.Controller
@@ -78,7 +79,7 @@ func (g *Gateway) setupAccess() error {
 	if err != nil {
 		return err
 	}
-	g.access = &governance{service: svc, grants: grants, rbac: rbac, controller: ctrl, namespace: ac.Namespace}
+	g.access = &governance{service: svc, policy: pol, grants: grants, rbac: rbac, controller: ctrl, namespace: ac.Namespace}
 	return nil
 }
 

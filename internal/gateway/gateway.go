@@ -190,11 +190,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 			mux.Handle("/", chain)
 		}
 	}
+	// Searches, detections and access reviews read the store the shipper writes.
+	events := &query.Engine{Querier: g.audit.store, Database: g.auditDatabase()}
 	apiCfg := apiserver.Config{
 		Sessions: sessions, Authenticator: authenticator, Sources: sources, Logger: log, TLS: g.tls,
-		Audit: g.audit.capture,
-		// Searches and detections read the store the shipper writes.
-		AuditQuery:    &query.Engine{Querier: g.audit.store, Database: g.auditDatabase()},
+		Audit:         g.audit.capture,
+		AuditQuery:    events,
 		Detections:    detections{q: g.audit.store},
 		AuditorGroups: cfg.Audit.AuditorGroups,
 		Findings:      g.findings,
@@ -202,6 +203,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 	}
 	if g.access != nil {
 		apiCfg.Access = g.access.service
+		apiCfg.Review = &accessReviewer{
+			policy: g.access.policy, usage: events,
+			cluster: g.defaultCluster().Name, kube: g.defaultCluster().Client,
+		}
 	}
 	api, err := apiserver.New(apiCfg)
 	if err != nil {

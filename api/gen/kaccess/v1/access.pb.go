@@ -1250,6 +1250,718 @@ func (x *ListGrantsResponse) GetGrants() []*Grant {
 	return nil
 }
 
+// ReviewAccessRequest says which window of the audit record to compare the policy with.
+type ReviewAccessRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the window; default 30 days before end_time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the window (exclusive); default now.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewAccessRequest) Reset() {
+	*x = ReviewAccessRequest{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewAccessRequest) ProtoMessage() {}
+
+func (x *ReviewAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewAccessRequest.ProtoReflect.Descriptor instead.
+func (*ReviewAccessRequest) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReviewAccessRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ReviewAccessRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// AccessRight is one verb on one resource of one API group.
+type AccessRight struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The API group; empty for the core group.
+	ApiGroup string `protobuf:"bytes,1,opt,name=api_group,json=apiGroup,proto3" json:"api_group,omitempty"`
+	// The resource as RBAC names it, with its subresource: "pods", "pods/log".
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The verb.
+	Verb          string `protobuf:"bytes,3,opt,name=verb,proto3" json:"verb,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessRight) Reset() {
+	*x = AccessRight{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessRight) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessRight) ProtoMessage() {}
+
+func (x *AccessRight) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessRight.ProtoReflect.Descriptor instead.
+func (*AccessRight) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AccessRight) GetApiGroup() string {
+	if x != nil {
+		return x.ApiGroup
+	}
+	return ""
+}
+
+func (x *AccessRight) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AccessRight) GetVerb() string {
+	if x != nil {
+		return x.Verb
+	}
+	return ""
+}
+
+// WildcardUse is a "*" of a role's rule and what it was actually used as.
+type WildcardUse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the rule in the role's rules.
+	Rule int32 `protobuf:"varint,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// The rule's field: "apiGroups", "resources" or "verbs".
+	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	// The values used in the window; empty when the rule was not used.
+	Seen          []string `protobuf:"bytes,3,rep,name=seen,proto3" json:"seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WildcardUse) Reset() {
+	*x = WildcardUse{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WildcardUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WildcardUse) ProtoMessage() {}
+
+func (x *WildcardUse) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WildcardUse.ProtoReflect.Descriptor instead.
+func (*WildcardUse) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WildcardUse) GetRule() int32 {
+	if x != nil {
+		return x.Rule
+	}
+	return 0
+}
+
+func (x *WildcardUse) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *WildcardUse) GetSeen() []string {
+	if x != nil {
+		return x.Seen
+	}
+	return nil
+}
+
+// BindingReview is the review of one binding of the access policy.
+type BindingReview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The binding's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The policy role it binds.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Its directory groups.
+	Groups []string `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Where it applies: "cluster-wide", "namespaces a, b" or "namespaceSelector k=v".
+	Scope string `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The members who made requests it allows.
+	Users []string `protobuf:"bytes,5,rep,name=users,proto3" json:"users,omitempty"`
+	// How many requests it allowed.
+	Requests int64 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The rights used.
+	Used []*AccessRight `protobuf:"bytes,7,rep,name=used,proto3" json:"used,omitempty"`
+	// The rights its role's rules list that nobody used: proposed for removal.
+	Unused []*AccessRight `protobuf:"bytes,8,rep,name=unused,proto3" json:"unused,omitempty"`
+	// Wildcards of its role's rules and what they were used as.
+	Wildcards []*WildcardUse `protobuf:"bytes,9,rep,name=wildcards,proto3" json:"wildcards,omitempty"`
+	// No member made any request it allows: the proposal drops the binding.
+	Remove bool `protobuf:"varint,10,opt,name=remove,proto3" json:"remove,omitempty"`
+	// Why the binding was not reviewed (its role's rules are not in the policy); it is kept.
+	Skipped       string `protobuf:"bytes,11,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindingReview) Reset() {
+	*x = BindingReview{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindingReview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindingReview) ProtoMessage() {}
+
+func (x *BindingReview) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindingReview.ProtoReflect.Descriptor instead.
+func (*BindingReview) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BindingReview) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BindingReview) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *BindingReview) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *BindingReview) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *BindingReview) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *BindingReview) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *BindingReview) GetUsed() []*AccessRight {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+func (x *BindingReview) GetUnused() []*AccessRight {
+	if x != nil {
+		return x.Unused
+	}
+	return nil
+}
+
+func (x *BindingReview) GetWildcards() []*WildcardUse {
+	if x != nil {
+		return x.Wildcards
+	}
+	return nil
+}
+
+func (x *BindingReview) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+func (x *BindingReview) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
+// PolicyRule is an RBAC rule, as rbac.authorization.k8s.io/v1 has it.
+type PolicyRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// API groups.
+	ApiGroups []string `protobuf:"bytes,1,rep,name=api_groups,json=apiGroups,proto3" json:"api_groups,omitempty"`
+	// Resources.
+	Resources []string `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Verbs.
+	Verbs []string `protobuf:"bytes,3,rep,name=verbs,proto3" json:"verbs,omitempty"`
+	// Object names it is limited to.
+	ResourceNames []string `protobuf:"bytes,4,rep,name=resource_names,json=resourceNames,proto3" json:"resource_names,omitempty"`
+	// Non-resource URLs.
+	NonResourceUrls []string `protobuf:"bytes,5,rep,name=non_resource_urls,json=nonResourceUrls,proto3" json:"non_resource_urls,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PolicyRule) Reset() {
+	*x = PolicyRule{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRule) ProtoMessage() {}
+
+func (x *PolicyRule) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
+func (*PolicyRule) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PolicyRule) GetApiGroups() []string {
+	if x != nil {
+		return x.ApiGroups
+	}
+	return nil
+}
+
+func (x *PolicyRule) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *PolicyRule) GetVerbs() []string {
+	if x != nil {
+		return x.Verbs
+	}
+	return nil
+}
+
+func (x *PolicyRule) GetResourceNames() []string {
+	if x != nil {
+		return x.ResourceNames
+	}
+	return nil
+}
+
+func (x *PolicyRule) GetNonResourceUrls() []string {
+	if x != nil {
+		return x.NonResourceUrls
+	}
+	return nil
+}
+
+// RoleReview is the proposal for one curated role of the policy.
+type RoleReview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its rules now.
+	Rules []*PolicyRule `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The rules proposed; empty when the role is proposed for removal.
+	Proposed []*PolicyRule `protobuf:"bytes,3,rep,name=proposed,proto3" json:"proposed,omitempty"`
+	// The role is left without bindings and elevations: the proposal drops it.
+	Remove bool `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	// Why the role is proposed unchanged although rights went unused.
+	Kept          string `protobuf:"bytes,5,opt,name=kept,proto3" json:"kept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleReview) Reset() {
+	*x = RoleReview{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleReview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleReview) ProtoMessage() {}
+
+func (x *RoleReview) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleReview.ProtoReflect.Descriptor instead.
+func (*RoleReview) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RoleReview) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoleReview) GetRules() []*PolicyRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *RoleReview) GetProposed() []*PolicyRule {
+	if x != nil {
+		return x.Proposed
+	}
+	return nil
+}
+
+func (x *RoleReview) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+func (x *RoleReview) GetKept() string {
+	if x != nil {
+		return x.Kept
+	}
+	return ""
+}
+
+// ReviewAccessResponse is the review and the proposed policy.
+type ReviewAccessResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The window compared.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Its end (exclusive).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// One review per binding, in the policy's order.
+	Bindings []*BindingReview `protobuf:"bytes,3,rep,name=bindings,proto3" json:"bindings,omitempty"`
+	// One proposal per curated role, in the policy's order.
+	Roles []*RoleReview `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	// The proposed access policy, as YAML.
+	ProposedPolicy string `protobuf:"bytes,5,opt,name=proposed_policy,json=proposedPolicy,proto3" json:"proposed_policy,omitempty"`
+	// A unified diff from the current policy to the proposed one (both as the gateway writes
+	// YAML, without the file's comments).
+	PolicyDiff string `protobuf:"bytes,6,opt,name=policy_diff,json=policyDiff,proto3" json:"policy_diff,omitempty"`
+	// One review per elevation, in the policy's order: what its grants were used for. Their
+	// roles are kept whole in the proposal.
+	Elevations    []*ElevationReview `protobuf:"bytes,7,rep,name=elevations,proto3" json:"elevations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewAccessResponse) Reset() {
+	*x = ReviewAccessResponse{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewAccessResponse) ProtoMessage() {}
+
+func (x *ReviewAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewAccessResponse.ProtoReflect.Descriptor instead.
+func (*ReviewAccessResponse) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReviewAccessResponse) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ReviewAccessResponse) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ReviewAccessResponse) GetBindings() []*BindingReview {
+	if x != nil {
+		return x.Bindings
+	}
+	return nil
+}
+
+func (x *ReviewAccessResponse) GetRoles() []*RoleReview {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *ReviewAccessResponse) GetProposedPolicy() string {
+	if x != nil {
+		return x.ProposedPolicy
+	}
+	return ""
+}
+
+func (x *ReviewAccessResponse) GetPolicyDiff() string {
+	if x != nil {
+		return x.PolicyDiff
+	}
+	return ""
+}
+
+func (x *ReviewAccessResponse) GetElevations() []*ElevationReview {
+	if x != nil {
+		return x.Elevations
+	}
+	return nil
+}
+
+// ElevationReview is what the grants of one elevation were used for in the window.
+type ElevationReview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The elevation's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The policy role it grants.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Where its grants apply: "cluster-wide" or "namespaces a, b".
+	Scope string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The grants (access request names) that requests of the window were made under.
+	Grants []string `protobuf:"bytes,4,rep,name=grants,proto3" json:"grants,omitempty"`
+	// The people who used them.
+	Users []string `protobuf:"bytes,5,rep,name=users,proto3" json:"users,omitempty"`
+	// How many requests its grants allowed.
+	Requests int64 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The rights used under its grants.
+	Used []*AccessRight `protobuf:"bytes,7,rep,name=used,proto3" json:"used,omitempty"`
+	// The rights its role's rules list that no grant was used for.
+	Unused []*AccessRight `protobuf:"bytes,8,rep,name=unused,proto3" json:"unused,omitempty"`
+	// Wildcards of its role's rules and what they were used as.
+	Wildcards []*WildcardUse `protobuf:"bytes,9,rep,name=wildcards,proto3" json:"wildcards,omitempty"`
+	// Why the elevation was not reviewed (its role's rules are not in the policy).
+	Skipped       string `protobuf:"bytes,10,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElevationReview) Reset() {
+	*x = ElevationReview{}
+	mi := &file_kaccess_v1_access_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElevationReview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElevationReview) ProtoMessage() {}
+
+func (x *ElevationReview) ProtoReflect() protoreflect.Message {
+	mi := &file_kaccess_v1_access_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElevationReview.ProtoReflect.Descriptor instead.
+func (*ElevationReview) Descriptor() ([]byte, []int) {
+	return file_kaccess_v1_access_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ElevationReview) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ElevationReview) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ElevationReview) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *ElevationReview) GetGrants() []string {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *ElevationReview) GetUsed() []*AccessRight {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetUnused() []*AccessRight {
+	if x != nil {
+		return x.Unused
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetWildcards() []*WildcardUse {
+	if x != nil {
+		return x.Wildcards
+	}
+	return nil
+}
+
+func (x *ElevationReview) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
 var File_kaccess_v1_access_proto protoreflect.FileDescriptor
 
 const file_kaccess_v1_access_proto_rawDesc = "" +
@@ -1344,14 +2056,79 @@ const file_kaccess_v1_access_proto_rawDesc = "" +
 	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\"?\n" +
 	"\x12ListGrantsResponse\x12)\n" +
-	"\x06grants\x18\x01 \x03(\v2\x11.kaccess.v1.GrantR\x06grants*\xe4\x01\n" +
+	"\x06grants\x18\x01 \x03(\v2\x11.kaccess.v1.GrantR\x06grants\"\x87\x01\n" +
+	"\x13ReviewAccessRequest\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"Z\n" +
+	"\vAccessRight\x12\x1b\n" +
+	"\tapi_group\x18\x01 \x01(\tR\bapiGroup\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\x12\x12\n" +
+	"\x04verb\x18\x03 \x01(\tR\x04verb\"K\n" +
+	"\vWildcardUse\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\x05R\x04rule\x12\x14\n" +
+	"\x05field\x18\x02 \x01(\tR\x05field\x12\x12\n" +
+	"\x04seen\x18\x03 \x03(\tR\x04seen\"\xde\x02\n" +
+	"\rBindingReview\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\tR\x06groups\x12\x14\n" +
+	"\x05scope\x18\x04 \x01(\tR\x05scope\x12\x14\n" +
+	"\x05users\x18\x05 \x03(\tR\x05users\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x03R\brequests\x12+\n" +
+	"\x04used\x18\a \x03(\v2\x17.kaccess.v1.AccessRightR\x04used\x12/\n" +
+	"\x06unused\x18\b \x03(\v2\x17.kaccess.v1.AccessRightR\x06unused\x125\n" +
+	"\twildcards\x18\t \x03(\v2\x17.kaccess.v1.WildcardUseR\twildcards\x12\x16\n" +
+	"\x06remove\x18\n" +
+	" \x01(\bR\x06remove\x12\x18\n" +
+	"\askipped\x18\v \x01(\tR\askipped\"\xb2\x01\n" +
+	"\n" +
+	"PolicyRule\x12\x1d\n" +
+	"\n" +
+	"api_groups\x18\x01 \x03(\tR\tapiGroups\x12\x1c\n" +
+	"\tresources\x18\x02 \x03(\tR\tresources\x12\x14\n" +
+	"\x05verbs\x18\x03 \x03(\tR\x05verbs\x12%\n" +
+	"\x0eresource_names\x18\x04 \x03(\tR\rresourceNames\x12*\n" +
+	"\x11non_resource_urls\x18\x05 \x03(\tR\x0fnonResourceUrls\"\xae\x01\n" +
+	"\n" +
+	"RoleReview\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05rules\x18\x02 \x03(\v2\x16.kaccess.v1.PolicyRuleR\x05rules\x122\n" +
+	"\bproposed\x18\x03 \x03(\v2\x16.kaccess.v1.PolicyRuleR\bproposed\x12\x16\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\x12\x12\n" +
+	"\x04kept\x18\x05 \x01(\tR\x04kept\"\xf4\x02\n" +
+	"\x14ReviewAccessResponse\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
+	"\bbindings\x18\x03 \x03(\v2\x19.kaccess.v1.BindingReviewR\bbindings\x12,\n" +
+	"\x05roles\x18\x04 \x03(\v2\x16.kaccess.v1.RoleReviewR\x05roles\x12'\n" +
+	"\x0fproposed_policy\x18\x05 \x01(\tR\x0eproposedPolicy\x12\x1f\n" +
+	"\vpolicy_diff\x18\x06 \x01(\tR\n" +
+	"policyDiff\x12;\n" +
+	"\n" +
+	"elevations\x18\a \x03(\v2\x1b.kaccess.v1.ElevationReviewR\n" +
+	"elevations\"\xc8\x02\n" +
+	"\x0fElevationReview\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06grants\x18\x04 \x03(\tR\x06grants\x12\x14\n" +
+	"\x05users\x18\x05 \x03(\tR\x05users\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x03R\brequests\x12+\n" +
+	"\x04used\x18\a \x03(\v2\x17.kaccess.v1.AccessRightR\x04used\x12/\n" +
+	"\x06unused\x18\b \x03(\v2\x17.kaccess.v1.AccessRightR\x06unused\x125\n" +
+	"\twildcards\x18\t \x03(\v2\x17.kaccess.v1.WildcardUseR\twildcards\x12\x18\n" +
+	"\askipped\x18\n" +
+	" \x01(\tR\askipped*\xe4\x01\n" +
 	"\x12AccessRequestState\x12$\n" +
 	" ACCESS_REQUEST_STATE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cACCESS_REQUEST_STATE_PENDING\x10\x01\x12!\n" +
 	"\x1dACCESS_REQUEST_STATE_APPROVED\x10\x02\x12\x1f\n" +
 	"\x1bACCESS_REQUEST_STATE_DENIED\x10\x03\x12 \n" +
 	"\x1cACCESS_REQUEST_STATE_EXPIRED\x10\x04\x12 \n" +
-	"\x1cACCESS_REQUEST_STATE_REVOKED\x10\x052\x83\t\n" +
+	"\x1cACCESS_REQUEST_STATE_REVOKED\x10\x052\xad\n" +
+	"\n" +
 	"\rAccessService\x12\x9e\x01\n" +
 	"\x13CreateAccessRequest\x12&.kaccess.v1.CreateAccessRequestRequest\x1a'.kaccess.v1.CreateAccessRequestResponse\"6\x92A\x16\x12\x14Ask for an elevation\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/accessrequests\x12\x9b\x01\n" +
 	"\x10GetAccessRequest\x12#.kaccess.v1.GetAccessRequestRequest\x1a$.kaccess.v1.GetAccessRequestResponse\"<\x92A\x18\x12\x16Show an access request\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/accessrequests/{name}\x12\x98\x01\n" +
@@ -1361,7 +2138,8 @@ const file_kaccess_v1_access_proto_rawDesc = "" +
 	"\x13RevokeAccessRequest\x12&.kaccess.v1.RevokeAccessRequestRequest\x1a'.kaccess.v1.RevokeAccessRequestResponse\"H\x92A\x1a\x12\x18Revoke an access request\x82\xd3\xe4\x93\x02%:\x01*\" /v1/accessrequests/{name}:revoke\x12\x83\x01\n" +
 	"\n" +
 	"ListGrants\x12\x1d.kaccess.v1.ListGrantsRequest\x1a\x1e.kaccess.v1.ListGrantsResponse\"6\x92A!\x12\x1fList the caller's active grants\x82\xd3\xe4\x93\x02\f\x12\n" +
-	"/v1/grantsB9Z7github.com/kaccess/kaccess/api/gen/kaccess/v1;kaccessv1b\x06proto3"
+	"/v1/grants\x12\xa7\x01\n" +
+	"\fReviewAccess\x12\x1f.kaccess.v1.ReviewAccessRequest\x1a .kaccess.v1.ReviewAccessResponse\"T\x92A8\x126Propose a least-privilege policy from the audit record\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/access:reviewB9Z7github.com/kaccess/kaccess/api/gen/kaccess/v1;kaccessv1b\x06proto3"
 
 var (
 	file_kaccess_v1_access_proto_rawDescOnce sync.Once
@@ -1376,7 +2154,7 @@ func file_kaccess_v1_access_proto_rawDescGZIP() []byte {
 }
 
 var file_kaccess_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kaccess_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_kaccess_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_kaccess_v1_access_proto_goTypes = []any{
 	(AccessRequestState)(0),              // 0: kaccess.v1.AccessRequestState
 	(ListAccessRequestsRequest_Scope)(0), // 1: kaccess.v1.ListAccessRequestsRequest.Scope
@@ -1397,23 +2175,31 @@ var file_kaccess_v1_access_proto_goTypes = []any{
 	(*ListGrantsRequest)(nil),            // 16: kaccess.v1.ListGrantsRequest
 	(*Grant)(nil),                        // 17: kaccess.v1.Grant
 	(*ListGrantsResponse)(nil),           // 18: kaccess.v1.ListGrantsResponse
-	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 20: google.protobuf.Duration
-	(*Identity)(nil),                     // 21: kaccess.v1.Identity
+	(*ReviewAccessRequest)(nil),          // 19: kaccess.v1.ReviewAccessRequest
+	(*AccessRight)(nil),                  // 20: kaccess.v1.AccessRight
+	(*WildcardUse)(nil),                  // 21: kaccess.v1.WildcardUse
+	(*BindingReview)(nil),                // 22: kaccess.v1.BindingReview
+	(*PolicyRule)(nil),                   // 23: kaccess.v1.PolicyRule
+	(*RoleReview)(nil),                   // 24: kaccess.v1.RoleReview
+	(*ReviewAccessResponse)(nil),         // 25: kaccess.v1.ReviewAccessResponse
+	(*ElevationReview)(nil),              // 26: kaccess.v1.ElevationReview
+	(*timestamppb.Timestamp)(nil),        // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
+	(*Identity)(nil),                     // 29: kaccess.v1.Identity
 }
 var file_kaccess_v1_access_proto_depIdxs = []int32{
-	19, // 0: kaccess.v1.Review.create_time:type_name -> google.protobuf.Timestamp
-	20, // 1: kaccess.v1.AccessRequest.duration:type_name -> google.protobuf.Duration
-	21, // 2: kaccess.v1.AccessRequest.requester:type_name -> kaccess.v1.Identity
+	27, // 0: kaccess.v1.Review.create_time:type_name -> google.protobuf.Timestamp
+	28, // 1: kaccess.v1.AccessRequest.duration:type_name -> google.protobuf.Duration
+	29, // 2: kaccess.v1.AccessRequest.requester:type_name -> kaccess.v1.Identity
 	0,  // 3: kaccess.v1.AccessRequest.state:type_name -> kaccess.v1.AccessRequestState
 	2,  // 4: kaccess.v1.AccessRequest.approvals:type_name -> kaccess.v1.Review
 	2,  // 5: kaccess.v1.AccessRequest.denials:type_name -> kaccess.v1.Review
-	19, // 6: kaccess.v1.AccessRequest.create_time:type_name -> google.protobuf.Timestamp
-	19, // 7: kaccess.v1.AccessRequest.pending_expire_time:type_name -> google.protobuf.Timestamp
-	19, // 8: kaccess.v1.AccessRequest.approve_time:type_name -> google.protobuf.Timestamp
-	19, // 9: kaccess.v1.AccessRequest.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 10: kaccess.v1.AccessRequest.end_time:type_name -> google.protobuf.Timestamp
-	20, // 11: kaccess.v1.CreateAccessRequestRequest.duration:type_name -> google.protobuf.Duration
+	27, // 6: kaccess.v1.AccessRequest.create_time:type_name -> google.protobuf.Timestamp
+	27, // 7: kaccess.v1.AccessRequest.pending_expire_time:type_name -> google.protobuf.Timestamp
+	27, // 8: kaccess.v1.AccessRequest.approve_time:type_name -> google.protobuf.Timestamp
+	27, // 9: kaccess.v1.AccessRequest.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 10: kaccess.v1.AccessRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 11: kaccess.v1.CreateAccessRequestRequest.duration:type_name -> google.protobuf.Duration
 	3,  // 12: kaccess.v1.CreateAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	3,  // 13: kaccess.v1.GetAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	1,  // 14: kaccess.v1.ListAccessRequestsRequest.scope:type_name -> kaccess.v1.ListAccessRequestsRequest.Scope
@@ -1421,27 +2207,44 @@ var file_kaccess_v1_access_proto_depIdxs = []int32{
 	3,  // 16: kaccess.v1.ApproveAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	3,  // 17: kaccess.v1.DenyAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
 	3,  // 18: kaccess.v1.RevokeAccessRequestResponse.access_request:type_name -> kaccess.v1.AccessRequest
-	19, // 19: kaccess.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 19: kaccess.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
 	17, // 20: kaccess.v1.ListGrantsResponse.grants:type_name -> kaccess.v1.Grant
-	4,  // 21: kaccess.v1.AccessService.CreateAccessRequest:input_type -> kaccess.v1.CreateAccessRequestRequest
-	6,  // 22: kaccess.v1.AccessService.GetAccessRequest:input_type -> kaccess.v1.GetAccessRequestRequest
-	8,  // 23: kaccess.v1.AccessService.ListAccessRequests:input_type -> kaccess.v1.ListAccessRequestsRequest
-	10, // 24: kaccess.v1.AccessService.ApproveAccessRequest:input_type -> kaccess.v1.ApproveAccessRequestRequest
-	12, // 25: kaccess.v1.AccessService.DenyAccessRequest:input_type -> kaccess.v1.DenyAccessRequestRequest
-	14, // 26: kaccess.v1.AccessService.RevokeAccessRequest:input_type -> kaccess.v1.RevokeAccessRequestRequest
-	16, // 27: kaccess.v1.AccessService.ListGrants:input_type -> kaccess.v1.ListGrantsRequest
-	5,  // 28: kaccess.v1.AccessService.CreateAccessRequest:output_type -> kaccess.v1.CreateAccessRequestResponse
-	7,  // 29: kaccess.v1.AccessService.GetAccessRequest:output_type -> kaccess.v1.GetAccessRequestResponse
-	9,  // 30: kaccess.v1.AccessService.ListAccessRequests:output_type -> kaccess.v1.ListAccessRequestsResponse
-	11, // 31: kaccess.v1.AccessService.ApproveAccessRequest:output_type -> kaccess.v1.ApproveAccessRequestResponse
-	13, // 32: kaccess.v1.AccessService.DenyAccessRequest:output_type -> kaccess.v1.DenyAccessRequestResponse
-	15, // 33: kaccess.v1.AccessService.RevokeAccessRequest:output_type -> kaccess.v1.RevokeAccessRequestResponse
-	18, // 34: kaccess.v1.AccessService.ListGrants:output_type -> kaccess.v1.ListGrantsResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	27, // 21: kaccess.v1.ReviewAccessRequest.start_time:type_name -> google.protobuf.Timestamp
+	27, // 22: kaccess.v1.ReviewAccessRequest.end_time:type_name -> google.protobuf.Timestamp
+	20, // 23: kaccess.v1.BindingReview.used:type_name -> kaccess.v1.AccessRight
+	20, // 24: kaccess.v1.BindingReview.unused:type_name -> kaccess.v1.AccessRight
+	21, // 25: kaccess.v1.BindingReview.wildcards:type_name -> kaccess.v1.WildcardUse
+	23, // 26: kaccess.v1.RoleReview.rules:type_name -> kaccess.v1.PolicyRule
+	23, // 27: kaccess.v1.RoleReview.proposed:type_name -> kaccess.v1.PolicyRule
+	27, // 28: kaccess.v1.ReviewAccessResponse.start_time:type_name -> google.protobuf.Timestamp
+	27, // 29: kaccess.v1.ReviewAccessResponse.end_time:type_name -> google.protobuf.Timestamp
+	22, // 30: kaccess.v1.ReviewAccessResponse.bindings:type_name -> kaccess.v1.BindingReview
+	24, // 31: kaccess.v1.ReviewAccessResponse.roles:type_name -> kaccess.v1.RoleReview
+	26, // 32: kaccess.v1.ReviewAccessResponse.elevations:type_name -> kaccess.v1.ElevationReview
+	20, // 33: kaccess.v1.ElevationReview.used:type_name -> kaccess.v1.AccessRight
+	20, // 34: kaccess.v1.ElevationReview.unused:type_name -> kaccess.v1.AccessRight
+	21, // 35: kaccess.v1.ElevationReview.wildcards:type_name -> kaccess.v1.WildcardUse
+	4,  // 36: kaccess.v1.AccessService.CreateAccessRequest:input_type -> kaccess.v1.CreateAccessRequestRequest
+	6,  // 37: kaccess.v1.AccessService.GetAccessRequest:input_type -> kaccess.v1.GetAccessRequestRequest
+	8,  // 38: kaccess.v1.AccessService.ListAccessRequests:input_type -> kaccess.v1.ListAccessRequestsRequest
+	10, // 39: kaccess.v1.AccessService.ApproveAccessRequest:input_type -> kaccess.v1.ApproveAccessRequestRequest
+	12, // 40: kaccess.v1.AccessService.DenyAccessRequest:input_type -> kaccess.v1.DenyAccessRequestRequest
+	14, // 41: kaccess.v1.AccessService.RevokeAccessRequest:input_type -> kaccess.v1.RevokeAccessRequestRequest
+	16, // 42: kaccess.v1.AccessService.ListGrants:input_type -> kaccess.v1.ListGrantsRequest
+	19, // 43: kaccess.v1.AccessService.ReviewAccess:input_type -> kaccess.v1.ReviewAccessRequest
+	5,  // 44: kaccess.v1.AccessService.CreateAccessRequest:output_type -> kaccess.v1.CreateAccessRequestResponse
+	7,  // 45: kaccess.v1.AccessService.GetAccessRequest:output_type -> kaccess.v1.GetAccessRequestResponse
+	9,  // 46: kaccess.v1.AccessService.ListAccessRequests:output_type -> kaccess.v1.ListAccessRequestsResponse
+	11, // 47: kaccess.v1.AccessService.ApproveAccessRequest:output_type -> kaccess.v1.ApproveAccessRequestResponse
+	13, // 48: kaccess.v1.AccessService.DenyAccessRequest:output_type -> kaccess.v1.DenyAccessRequestResponse
+	15, // 49: kaccess.v1.AccessService.RevokeAccessRequest:output_type -> kaccess.v1.RevokeAccessRequestResponse
+	18, // 50: kaccess.v1.AccessService.ListGrants:output_type -> kaccess.v1.ListGrantsResponse
+	25, // 51: kaccess.v1.AccessService.ReviewAccess:output_type -> kaccess.v1.ReviewAccessResponse
+	44, // [44:52] is the sub-list for method output_type
+	36, // [36:44] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_kaccess_v1_access_proto_init() }
@@ -1456,7 +2259,7 @@ func file_kaccess_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kaccess_v1_access_proto_rawDesc), len(file_kaccess_v1_access_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	AccessService_DenyAccessRequest_FullMethodName    = "/kaccess.v1.AccessService/DenyAccessRequest"
 	AccessService_RevokeAccessRequest_FullMethodName  = "/kaccess.v1.AccessService/RevokeAccessRequest"
 	AccessService_ListGrants_FullMethodName           = "/kaccess.v1.AccessService/ListGrants"
+	AccessService_ReviewAccess_FullMethodName         = "/kaccess.v1.AccessService/ReviewAccess"
 )
 
 // AccessServiceClient is the client API for AccessService service.
@@ -54,6 +55,12 @@ type AccessServiceClient interface {
 	RevokeAccessRequest(ctx context.Context, in *RevokeAccessRequestRequest, opts ...grpc.CallOption) (*RevokeAccessRequestResponse, error)
 	// ListGrants lists the caller's grants in force now: approved requests not yet expired.
 	ListGrants(ctx context.Context, in *ListGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error)
+	// ReviewAccess compares what the access policy grants the groups of each binding with what
+	// their members used in a window of the audit record, and proposes the narrower policy:
+	// the rights nobody used, each curated role cut down to what was used, as a structured list
+	// and a diff of the policy YAML. Nothing that was used is proposed for removal. For members
+	// of the auditor groups only; every review is itself on the audit record.
+	ReviewAccess(ctx context.Context, in *ReviewAccessRequest, opts ...grpc.CallOption) (*ReviewAccessResponse, error)
 }
 
 type accessServiceClient struct {
@@ -134,6 +141,16 @@ func (c *accessServiceClient) ListGrants(ctx context.Context, in *ListGrantsRequ
 	return out, nil
 }
 
+func (c *accessServiceClient) ReviewAccess(ctx context.Context, in *ReviewAccessRequest, opts ...grpc.CallOption) (*ReviewAccessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReviewAccessResponse)
+	err := c.cc.Invoke(ctx, AccessService_ReviewAccess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AccessServiceServer is the server API for AccessService service.
 // All implementations must embed UnimplementedAccessServiceServer
 // for forward compatibility.
@@ -160,6 +177,12 @@ type AccessServiceServer interface {
 	RevokeAccessRequest(context.Context, *RevokeAccessRequestRequest) (*RevokeAccessRequestResponse, error)
 	// ListGrants lists the caller's grants in force now: approved requests not yet expired.
 	ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error)
+	// ReviewAccess compares what the access policy grants the groups of each binding with what
+	// their members used in a window of the audit record, and proposes the narrower policy:
+	// the rights nobody used, each curated role cut down to what was used, as a structured list
+	// and a diff of the policy YAML. Nothing that was used is proposed for removal. For members
+	// of the auditor groups only; every review is itself on the audit record.
+	ReviewAccess(context.Context, *ReviewAccessRequest) (*ReviewAccessResponse, error)
 	mustEmbedUnimplementedAccessServiceServer()
 }
 
@@ -190,6 +213,9 @@ func (UnimplementedAccessServiceServer) RevokeAccessRequest(context.Context, *Re
 }
 func (UnimplementedAccessServiceServer) ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListGrants not implemented")
+}
+func (UnimplementedAccessServiceServer) ReviewAccess(context.Context, *ReviewAccessRequest) (*ReviewAccessResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReviewAccess not implemented")
 }
 func (UnimplementedAccessServiceServer) mustEmbedUnimplementedAccessServiceServer() {}
 func (UnimplementedAccessServiceServer) testEmbeddedByValue()                       {}
@@ -338,6 +364,24 @@ func _AccessService_ListGrants_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccessService_ReviewAccess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReviewAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccessServiceServer).ReviewAccess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccessService_ReviewAccess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccessServiceServer).ReviewAccess(ctx, req.(*ReviewAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AccessService_ServiceDesc is the grpc.ServiceDesc for AccessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -372,6 +416,10 @@ var AccessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListGrants",
 			Handler:    _AccessService_ListGrants_Handler,
+		},
+		{
+			MethodName: "ReviewAccess",
+			Handler:    _AccessService_ReviewAccess_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
