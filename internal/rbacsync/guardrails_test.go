@@ -10,6 +10,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -318,6 +319,32 @@ func TestGuardrailsEnforcedByTheAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+	// Least privilege: the gateway's identity can write what guardrails render, nothing near it.
+	for _, tc := range []struct {
+		group, resource, verb string
+		want                  bool
+	}{
+		{"admissionregistration.k8s.io", "validatingadmissionpolicies", "create", true},
+		{"admissionregistration.k8s.io", "validatingadmissionpolicybindings", "delete", true},
+		{"networking.k8s.io", "networkpolicies", "update", true},
+		{"", "namespaces", "patch", true},
+		{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", false},
+		{"admissionregistration.k8s.io", "mutatingadmissionpolicies", "create", false},
+		{"", "namespaces", "delete", false},
+		{"", "pods", "create", false},
+		{"apps", "deployments", "list", false},
+	} {
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: testenv.GatewayUser,
+			ResourceAttributes: &authzv1.ResourceAttributes{Group: tc.group, Resource: tc.resource, Verb: tc.verb, Namespace: deny}}}
+		res, err := testenv.Shared(t).AdminClient().AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status.Allowed != tc.want {
+			t.Errorf("gateway may %s %s.%s: %v, want %v", tc.verb, tc.resource, tc.group, res.Status.Allowed, tc.want)
+		}
+	}
+
 	pol, err := admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, "kaccess-registries", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
