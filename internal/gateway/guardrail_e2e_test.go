@@ -146,8 +146,8 @@ func TestGuardrailRefusalsAreRecordedWithThePolicy(t *testing.T) {
 		decision                          event.Decision
 		code                              int
 	}{
-		{"image refused", refusedID, "kaccess-gw-registries", "kaccess-gw-registries", "", event.DecisionDeny, 403},
-		{"image refused again", secondID, "kaccess-gw-registries", "kaccess-gw-registries", "", event.DecisionDeny, 403},
+		{"image refused (and warned: no limits either)", refusedID, "kaccess-gw-registries", "kaccess-gw-registries", "kaccess-gw-limits", event.DecisionDeny, 403},
+		{"image refused again", secondID, "kaccess-gw-registries", "kaccess-gw-registries", "kaccess-gw-limits", event.DecisionDeny, 403},
 		{"warned", warnedID, "", "", "kaccess-gw-limits", event.DecisionAllow, 201},
 		{"pod security", podID, "PodSecurity/baseline:latest", "", "", event.DecisionDeny, 403},
 	} {

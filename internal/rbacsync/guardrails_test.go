@@ -161,6 +161,10 @@ guardrails:
     maximums:
     - namespaces: [gr-deny]
       cpu: "1"
+  hostAccess:
+  - name: host
+    mode: deny
+    namespaces: [gr-deny]
   podSecurity:
   - name: baseline
     mode: deny
@@ -236,6 +240,9 @@ func TestGuardrailsEnforcedByTheAPIServer(t *testing.T) {
 	refusedBy(t, "pod over the namespace's cpu maximum", err, "at most cpu 1")
 	_, err = admin.CoreV1().Pods(deny).Create(ctx, pod(deny, "host", good, limited, hostAccess), metav1.CreateOptions{})
 	refusedBy(t, "pod with hostNetwork and hostPath", err, `violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), hostPath volumes (volume "root")`)
+	// Pod Security only warns about a template; the hostAccess guardrail refuses the workload.
+	_, err = admin.AppsV1().Deployments(deny).Create(ctx, deployment(deny, "host", good, limited, hostAccess), metav1.CreateOptions{})
+	refusedBy(t, "deployment with hostNetwork and hostPath", err, "ValidatingAdmissionPolicy 'kaccess-host' with binding 'kaccess-host' denied request: guardrail host: host access not allowed: hostPath volume root, hostNetwork")
 	cj := &metav1.ObjectMeta{Name: "nightly", Namespace: deny}
 	_, err = admin.BatchV1().CronJobs(deny).Create(ctx, cronJob(*cj, podSpec("docker.io/busybox", limited)), metav1.CreateOptions{})
 	refusedBy(t, "cronjob from docker.io", err, "kaccess-registries")

@@ -30,6 +30,10 @@ guardrails:
     limits: [memory]
     requests: []
     maximums: [{namespaces: [team], memory: 1Gi}]
+  hostAccess:
+  - name: host
+    mode: deny
+    namespaces: [team]
   exemptions:
   - guardrails: [registries]
     namespace: team
@@ -45,6 +49,20 @@ func spec(image string, memLimit string) corev1.PodSpec {
 	}
 	return corev1.PodSpec{Containers: []corev1.Container{c}, InitContainers: nil}
 }
+
+func hostSpec() corev1.PodSpec {
+	s := spec("registry.example.com/agent:1", "64Mi")
+	s.HostNetwork, s.HostPID = true, true
+	s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr(true)}
+	s.Containers = append(s.Containers, corev1.Container{Name: "sidecar", Image: "registry.example.com/s:1",
+		SecurityContext: &corev1.SecurityContext{Privileged: ptr(false)},
+		Resources:       corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}})
+	s.Volumes = []corev1.Volume{{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func workloads(t *testing.T) []Workload {
 	t.Helper()
@@ -67,6 +85,8 @@ func workloads(t *testing.T) []Workload {
 			Spec: appsv1.StatefulSetSpec{Template: corev1.PodTemplateSpec{Spec: initBad}}}},
 		{"cronjobs", "batch/v1", "CronJob", &batchv1.CronJob{ObjectMeta: meta("nightly"), Spec: batchv1.CronJobSpec{
 			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: spec("registry.example.com/j:1", "2Gi")}}}}}},
+		{"daemonsets", "apps/v1", "DaemonSet", &appsv1.DaemonSet{ObjectMeta: meta("agent"),
+			Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: hostSpec()}}}},
 		{"pods", "v1", "Pod", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: "other"}, Spec: spec("ghcr.io/x:1", "")}},
 	} {
 		w, err := FromTyped(x.res, x.apiVersion, x.kind, x.obj)
@@ -102,6 +122,7 @@ func TestEvaluate(t *testing.T) {
 		lines = append(lines, mode+" "+f.Kind+" "+f.Namespace+"/"+f.Name+": "+f.Message)
 	}
 	want := []string{
+		"deny DaemonSet team/agent: guardrail host: host access not allowed: privileged container app, hostPath volume root, hostNetwork, hostPID",
 		"deny StatefulSet team/db: guardrail registries: image(s) quay.io/x/init:1 not from an allowed registry (registry.example.com/, docker.io/library/nginx)",
 		"deny Pod team/lookalike: guardrail registries: image(s) docker.io/library/nginx-evil:1 not from an allowed registry (registry.example.com/, docker.io/library/nginx)",
 		"warn CronJob team/nightly: guardrail limits: in namespace(s) team, each container may request and be limited to at most memory 1Gi",

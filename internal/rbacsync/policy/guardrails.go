@@ -14,6 +14,7 @@ import (
 type Guardrails struct {
 	Images          []ImageGuardrail       `json:"images,omitempty"`
 	Resources       []ResourceGuardrail    `json:"resources,omitempty"`
+	HostAccess      []HostAccessGuardrail  `json:"hostAccess,omitempty"`
 	PodSecurity     []PodSecurityGuardrail `json:"podSecurity,omitempty"`
 	NetworkPolicies []NetworkGuardrail     `json:"networkPolicies,omitempty"`
 	Exemptions      []Exemption            `json:"exemptions,omitempty"`
@@ -72,6 +73,17 @@ type ResourceMaximum struct {
 	Memory     string   `json:"memory,omitempty"`
 }
 
+// HostAccessGuardrail refuses, by CEL in a ValidatingAdmissionPolicy, privileged containers,
+// hostPath volumes and the host's network, PID and IPC namespaces in Pods and in the pod
+// templates of workloads. Unlike Pod Security Admission, which only warns about a workload's
+// template, it refuses the Deployment (or Job, ...) itself, so kubectl apply fails instead
+// of the controller's pods.
+type HostAccessGuardrail struct {
+	Name  string `json:"name"`
+	Mode  Mode   `json:"mode"`
+	Scope `json:",inline"`
+}
+
 // Pod Security Standards levels.
 const (
 	LevelBaseline   = "baseline"
@@ -123,7 +135,8 @@ type Port struct {
 // name (in Namespace, or in any namespace), or both. It is dropped from the rendered objects
 // once Expires has passed.
 type Exemption struct {
-	// Guardrails name the guardrails it exempts from (images, resources or podSecurity ones).
+	// Guardrails name the guardrails it exempts from (images, resources, hostAccess or
+	// podSecurity ones).
 	Guardrails []string `json:"guardrails"`
 	Namespace  string   `json:"namespace,omitempty"`
 	// Workload is an object name: the Deployment, StatefulSet, ... itself, the objects it owns

@@ -95,6 +95,9 @@ func DesiredGuardrails(p *Policy, namespaces []Namespace, now time.Time) (*Guard
 		}
 		out.add(r.Name, r.Mode, r.Scope, vs, active[r.Name])
 	}
+	for _, r := range g.HostAccess {
+		out.add(r.Name, r.Mode, r.Scope, hostAccessValidations(r), active[r.Name])
+	}
 	for i, r := range g.PodSecurity {
 		sel, err := scopeSelector(r.Scope, namespaces)
 		if err != nil {
@@ -393,6 +396,26 @@ func resourceValidations(r ResourceGuardrail) (validations, error) {
 		})
 	}
 	return vs, nil
+}
+
+// hostAccessValidations lists what of the host a pod spec asks for; every field is tested with
+// has() first, as pod specs leave out what is false.
+func hostAccessValidations(r HostAccessGuardrail) validations {
+	flag := func(field string) string {
+		return fmt.Sprintf(`(has(variables.podSpec.%[1]s) && variables.podSpec.%[1]s ? [%[2]s] : [])`, field, lit(field))
+	}
+	return validations{
+		variables: []admissionv1.Variable{{Name: "hostAccess", Expression: strings.Join([]string{
+			`variables.containers.filter(c, has(c.securityContext) && has(c.securityContext.privileged) && c.securityContext.privileged).map(c, "privileged container " + c.name)`,
+			`(has(variables.podSpec.volumes) ? variables.podSpec.volumes.filter(v, has(v.hostPath)).map(v, "hostPath volume " + v.name) : [])`,
+			flag("hostNetwork"), flag("hostPID"), flag("hostIPC"),
+		}, " + ")}},
+		rules: []admissionv1.Validation{{
+			Expression:        "size(variables.hostAccess) == 0",
+			MessageExpression: lit("guardrail "+r.Name+": host access not allowed: ") + ` + variables.hostAccess.join(", ")`,
+			Reason:            forbidden(),
+		}},
+	}
 }
 
 // Pod-template-hash suffixes use this alphabet (k8s.io/apimachinery/pkg/util/rand's

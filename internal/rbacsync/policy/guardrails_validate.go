@@ -62,6 +62,13 @@ func (v *validator) guardrails(g *Guardrails) {
 			v.quantity(mp+".memory", m.Memory)
 		}
 	}
+	for i, r := range g.HostAccess {
+		path := fmt.Sprintf("%s.hostAccess[%d]", base, i)
+		v.name(path+".name", r.Name, names)
+		kinds[r.Name] = "hostAccess"
+		v.mode(path+".mode", r.Mode)
+		v.scope(path, r.Scope)
+	}
 	for i, r := range g.PodSecurity {
 		path := fmt.Sprintf("%s.podSecurity[%d]", base, i)
 		v.name(path+".name", r.Name, names)
