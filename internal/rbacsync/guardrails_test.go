@@ -165,6 +165,12 @@ guardrails:
   - name: host
     mode: deny
     namespaces: [gr-deny]
+  cel:
+  - name: no-latest
+    mode: deny
+    namespaces: [gr-deny]
+    expression: 'variables.containers.all(c, !c.image.endsWith(":latest"))'
+    message: pin a version, not :latest
   podSecurity:
   - name: baseline
     mode: deny
@@ -240,6 +246,13 @@ func TestGuardrailsEnforcedByTheAPIServer(t *testing.T) {
 	refusedBy(t, "pod over the namespace's cpu maximum", err, "at most cpu 1")
 	_, err = admin.CoreV1().Pods(deny).Create(ctx, pod(deny, "host", good, limited, hostAccess), metav1.CreateOptions{})
 	refusedBy(t, "pod with hostNetwork and hostPath", err, `violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), hostPath volumes (volume "root")`)
+	_, err = admin.BatchV1().Jobs(deny).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "latest"},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: func() corev1.PodSpec {
+			s := podSpec("registry.example.com/app:latest", limited)
+			s.RestartPolicy = corev1.RestartPolicyNever
+			return s
+		}()}}}, metav1.CreateOptions{})
+	refusedBy(t, "job with a :latest image (a cel guardrail)", err, "ValidatingAdmissionPolicy 'kaccess-no-latest' with binding 'kaccess-no-latest' denied request: guardrail no-latest: pin a version, not :latest")
 	// Pod Security only warns about a template; the hostAccess guardrail refuses the workload.
 	_, err = admin.AppsV1().Deployments(deny).Create(ctx, deployment(deny, "host", good, limited, hostAccess), metav1.CreateOptions{})
 	refusedBy(t, "deployment with hostNetwork and hostPath", err, "ValidatingAdmissionPolicy 'kaccess-host' with binding 'kaccess-host' denied request: guardrail host: host access not allowed: hostPath volume root, hostNetwork")

@@ -24,7 +24,7 @@ var controllerKinds = map[string]bool{
 // to their owner. A kind that cannot be listed is skipped with a note, not an error: the
 // plan of changes stands without it.
 func CheckWorkloads(ctx context.Context, client kubernetes.Interface, p *policy.Policy, s *State) ([]dryrun.Finding, []string, error) {
-	if p.Guardrails == nil || len(p.Guardrails.Images)+len(p.Guardrails.Resources)+len(p.Guardrails.HostAccess) == 0 {
+	if p.Guardrails == nil || len(p.Guardrails.Images)+len(p.Guardrails.Resources)+len(p.Guardrails.HostAccess)+len(p.Guardrails.CEL) == 0 {
 		return nil, nil, nil
 	}
 	now := s.Now

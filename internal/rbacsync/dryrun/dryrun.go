@@ -9,7 +9,6 @@ package dryrun
 import (
 	"fmt"
 	"sort"
-	"sync"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
@@ -18,9 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	celconfig "k8s.io/apiserver/pkg/apis/cel"
-	"k8s.io/apiserver/pkg/cel/environment"
 
+	"github.com/kaccess/kaccess/internal/rbacsync/celenv"
 	"github.com/kaccess/kaccess/internal/rbacsync/policy"
 )
 
@@ -54,37 +52,6 @@ func (f Finding) Refused() bool {
 	return false
 }
 
-var (
-	envOnce sync.Once
-	env     *cel.Env
-	envErr  error
-)
-
-// celEnv is the environment of ValidatingAdmissionPolicy expressions with untyped objects:
-// the API server types them by schema only to warn at policy creation.
-func celEnv() (*cel.Env, error) {
-	envOnce.Do(func() {
-		ver := environment.DefaultCompatibilityVersion()
-		set, err := environment.MustBaseEnvSet(ver).Extend(environment.VersionedOptions{
-			IntroducedVersion: ver,
-			EnvOptions: []cel.EnvOption{
-				cel.Variable("object", cel.DynType),
-				cel.Variable("oldObject", cel.DynType),
-				cel.Variable("request", cel.DynType),
-				cel.Variable("params", cel.DynType),
-				cel.Variable("namespaceObject", cel.DynType),
-				cel.Variable("variables", cel.MapType(cel.StringType, cel.DynType)),
-			},
-		})
-		if err != nil {
-			envErr = err
-			return
-		}
-		env, envErr = set.Env(environment.NewExpressions)
-	})
-	return env, envErr
-}
-
 // compiled is one policy ready to evaluate.
 type compiled struct {
 	pol        *admissionv1.ValidatingAdmissionPolicy
@@ -104,13 +71,7 @@ type rule struct {
 	message   string
 }
 
-func compile(env *cel.Env, expr string) (cel.Program, error) {
-	ast, iss := env.Compile(expr)
-	if iss.Err() != nil {
-		return nil, iss.Err()
-	}
-	return env.Program(ast, cel.CostLimit(celconfig.PerCallLimit))
-}
+func compile(_ *cel.Env, expr string) (cel.Program, error) { return celenv.Compile(expr) }
 
 func compilePolicy(env *cel.Env, pol *admissionv1.ValidatingAdmissionPolicy) (*compiled, error) {
 	c := &compiled{pol: pol, resources: map[string]bool{}}
@@ -159,7 +120,7 @@ func compilePolicy(env *cel.Env, pol *admissionv1.ValidatingAdmissionPolicy) (*c
 // namespace, name, policy. An expression that fails to evaluate counts as a refusal, as it
 // does in the API server with failurePolicy Fail.
 func Evaluate(objs *policy.GuardrailObjects, namespaces []policy.Namespace, workloads []Workload) ([]Finding, error) {
-	env, err := celEnv()
+	env, err := celenv.Env()
 	if err != nil {
 		return nil, fmt.Errorf("CEL environment: %w", err)
 	}

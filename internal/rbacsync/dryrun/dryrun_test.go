@@ -30,6 +30,12 @@ guardrails:
     limits: [memory]
     requests: []
     maximums: [{namespaces: [team], memory: 1Gi}]
+  cel:
+  - name: no-latest
+    mode: warn
+    namespaces: [team]
+    expression: 'variables.containers.all(c, !c.image.endsWith(":latest"))'
+    message: "pin a version, not :latest"
   hostAccess:
   - name: host
     mode: deny
@@ -87,6 +93,8 @@ func workloads(t *testing.T) []Workload {
 			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: spec("registry.example.com/j:1", "2Gi")}}}}}},
 		{"daemonsets", "apps/v1", "DaemonSet", &appsv1.DaemonSet{ObjectMeta: meta("agent"),
 			Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: hostSpec()}}}},
+		{"jobs", "batch/v1", "Job", &batchv1.Job{ObjectMeta: meta("migrate"),
+			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: spec("registry.example.com/m:latest", "64Mi")}}}},
 		{"pods", "v1", "Pod", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: "other"}, Spec: spec("ghcr.io/x:1", "")}},
 	} {
 		w, err := FromTyped(x.res, x.apiVersion, x.kind, x.obj)
@@ -125,6 +133,7 @@ func TestEvaluate(t *testing.T) {
 		"deny DaemonSet team/agent: guardrail host: host access not allowed: privileged container app, hostPath volume root, hostNetwork, hostPID",
 		"deny StatefulSet team/db: guardrail registries: image(s) quay.io/x/init:1 not from an allowed registry (registry.example.com/, docker.io/library/nginx)",
 		"deny Pod team/lookalike: guardrail registries: image(s) docker.io/library/nginx-evil:1 not from an allowed registry (registry.example.com/, docker.io/library/nginx)",
+		"warn Job team/migrate: guardrail no-latest: pin a version, not :latest",
 		"warn CronJob team/nightly: guardrail limits: in namespace(s) team, each container may request and be limited to at most memory 1Gi",
 		"warn Deployment team/web: guardrail limits: container(s) app must set resource limits memory",
 		"deny Deployment team/web: guardrail registries: image(s) ghcr.io/x/web:1 not from an allowed registry (registry.example.com/, docker.io/library/nginx)",

@@ -15,6 +15,7 @@ type Guardrails struct {
 	Images          []ImageGuardrail       `json:"images,omitempty"`
 	Resources       []ResourceGuardrail    `json:"resources,omitempty"`
 	HostAccess      []HostAccessGuardrail  `json:"hostAccess,omitempty"`
+	CEL             []CELGuardrail         `json:"cel,omitempty"`
 	PodSecurity     []PodSecurityGuardrail `json:"podSecurity,omitempty"`
 	NetworkPolicies []NetworkGuardrail     `json:"networkPolicies,omitempty"`
 	Exemptions      []Exemption            `json:"exemptions,omitempty"`
@@ -84,6 +85,19 @@ type HostAccessGuardrail struct {
 	Scope `json:",inline"`
 }
 
+// CELGuardrail is a rule of your own: a CEL expression that must be true for every Pod and
+// workload template, in the language of ValidatingAdmissionPolicies. It sees object, request
+// and the variables podSpec (the pod spec wherever the kind keeps it) and containers (init
+// containers included), e.g. variables.containers.all(c, !c.image.endsWith(":latest")).
+type CELGuardrail struct {
+	Name       string `json:"name"`
+	Mode       Mode   `json:"mode"`
+	Scope      `json:",inline"`
+	Expression string `json:"expression"`
+	// Message is what a refused request is told, after "guardrail <name>: ".
+	Message string `json:"message"`
+}
+
 // Pod Security Standards levels.
 const (
 	LevelBaseline   = "baseline"
@@ -135,7 +149,7 @@ type Port struct {
 // name (in Namespace, or in any namespace), or both. It is dropped from the rendered objects
 // once Expires has passed.
 type Exemption struct {
-	// Guardrails name the guardrails it exempts from (images, resources, hostAccess or
+	// Guardrails name the guardrails it exempts from (images, resources, hostAccess, cel or
 	// podSecurity ones).
 	Guardrails []string `json:"guardrails"`
 	Namespace  string   `json:"namespace,omitempty"`

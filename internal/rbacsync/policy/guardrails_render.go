@@ -95,6 +95,11 @@ func DesiredGuardrails(p *Policy, namespaces []Namespace, now time.Time) (*Guard
 		}
 		out.add(r.Name, r.Mode, r.Scope, vs, active[r.Name])
 	}
+	for _, r := range g.CEL {
+		out.add(r.Name, r.Mode, r.Scope, validations{rules: []admissionv1.Validation{{
+			Expression: r.Expression, Message: "guardrail " + r.Name + ": " + r.Message, Reason: forbidden(),
+		}}}, active[r.Name])
+	}
 	for _, r := range g.HostAccess {
 		out.add(r.Name, r.Mode, r.Scope, hostAccessValidations(r), active[r.Name])
 	}

@@ -195,6 +195,12 @@ func TestGuardrailValidation(t *testing.T) {
 			"guardrails.exemptions[0].expires: \"tomorrow\" is not an RFC 3339 time"},
 		{"reason", "  images: [{name: a, mode: deny, namespaces: [x], allowed: [r.io/]}]\n  exemptions: [{guardrails: [a], workload: w, expires: \"2030-01-01T00:00:00Z\"}]",
 			"guardrails.exemptions[0].reason: required"},
+		{"cel syntax", "  cel: [{name: a, mode: deny, namespaces: [x], expression: \"variables.containers.all(c,\", message: m}]",
+			"guardrails.cel[0].expression: ERROR: <input>:1:"},
+		{"cel type", "  cel: [{name: a, mode: deny, namespaces: [x], expression: \"size(variables.containers)\", message: m}]",
+			"guardrails.cel[0].expression: evaluates to int, want bool"},
+		{"cel message", "  cel: [{name: a, mode: deny, namespaces: [x], expression: \"true\"}]",
+			"guardrails.cel[0].message: required"},
 		{"psa workload", "  podSecurity: [{name: a, mode: deny, level: baseline, namespaces: [x]}]\n  exemptions: [{guardrails: [a], namespace: x, workload: w, reason: r, expires: \"2030-01-01T00:00:00Z\"}]",
 			"guardrails.exemptions[0].guardrails[0]: guardrail \"a\" is a podSecurity guardrail, which acts on whole namespaces"},
 	} {

@@ -11,11 +11,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kaccess/kaccess/internal/rbacsync/celenv"
 )
 
 // imagePattern is a registry host (with an optional port), then lower-case repository path
 // components, optionally ending in "/". Tags and digests are not prefixes.
 var imagePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*/?$`)
+
+// maxExpression bounds a cel guardrail's expression (the API server allows 5120 characters).
+const maxExpression = 5120
 
 // Resource names a ResourceGuardrail may require.
 var guardrailResources = []string{"cpu", "memory"}
@@ -68,6 +73,26 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "hostAccess"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+	}
+	for i, r := range g.CEL {
+		path := fmt.Sprintf("%s.cel[%d]", base, i)
+		v.name(path+".name", r.Name, names)
+		kinds[r.Name] = "cel"
+		v.mode(path+".mode", r.Mode)
+		v.scope(path, r.Scope)
+		switch {
+		case strings.TrimSpace(r.Expression) == "":
+			v.bad(path+".expression", `required, a CEL expression true for allowed objects, such as variables.containers.all(c, !c.image.endsWith(":latest"))`)
+		case len(r.Expression) > maxExpression:
+			v.bad(path+".expression", "%d characters exceeds the limit of %d", len(r.Expression), maxExpression)
+		default:
+			if err := celenv.CheckBool(r.Expression); err != nil {
+				v.bad(path+".expression", "%s", strings.ReplaceAll(err.Error(), "\n", " "))
+			}
+		}
+		if strings.TrimSpace(r.Message) == "" {
+			v.bad(path+".message", "required: what a refused request is told")
+		}
 	}
 	for i, r := range g.PodSecurity {
 		path := fmt.Sprintf("%s.podSecurity[%d]", base, i)
