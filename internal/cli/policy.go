@@ -59,16 +59,27 @@ func newPolicyPlanCommand(s Streams) *cobra.Command {
 	var o planOptions
 	cmd := &cobra.Command{
 		Use:   "plan -f FILE",
-		Short: "Print the RBAC changes that applying an access policy would make, and its escalation warnings",
+		Short: "Print the RBAC and guardrail changes that applying an access policy would make, its escalation warnings and the workloads its guardrails would refuse",
 		Long: `Load and validate an access policy file, read the cluster's namespaces and the RBAC objects
 kaccess manages (labelled app.kubernetes.io/managed-by=kaccess and kaccess.io/policy-role) with
 your kubeconfig, and print the exact changes the kaccess controller would make: + create,
 ~ update, -/+ replace (a binding whose roleRef changed), - delete. Roles offered for elevation are checked for escalation paths
 (escalate/bind verbs, RBAC writes, serviceaccounts/token, secrets, ...) and listed as warnings.
-Nothing is written.
 
-Your kubeconfig's user needs list on namespaces, clusterroles, roles, clusterrolebindings and
-rolebindings (and get on roles an elevation refers to, to check them).
+Guardrails: the ValidatingAdmissionPolicies, bindings and NetworkPolicies kaccess manages
+(labelled kaccess.io/guardrail) and the Pod Security labels of namespaces are planned the same
+way. Then the workloads that run now (pods, deployments, statefulsets, daemonsets, replicasets,
+jobs, cronjobs; objects a controller owns are judged through their owner) are evaluated with
+the same CEL expressions the API server will run, and each one a guardrail would refuse (or warn
+about) at its next create or update is listed. For new Pod Security labels, a server-side dry
+run of the namespace patch returns Pod Security Admission's own list of violating pods.
+Expired exemptions are listed as warnings. Nothing is written.
+
+Your kubeconfig's user needs list on namespaces, clusterroles, roles, clusterrolebindings,
+rolebindings, validatingadmissionpolicies, validatingadmissionpolicybindings and
+networkpolicies (and get on roles an elevation refers to, to check them). Checking workloads
+needs list on them (skipped with a note otherwise); the Pod Security dry run needs patch on
+namespaces.
 
 Exit status, for CI (like terraform plan -detailed-exitcode):
   0  no changes: the cluster matches the policy
@@ -128,21 +139,36 @@ func runPlan(ctx context.Context, s Streams, o planOptions) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, planTimeout)
 	defer cancel()
-	changes, err := rbacsync.PlanCluster(ctx, client, p)
+	state, err := rbacsync.ReadState(ctx, client)
+	if err == nil {
+		state.Now = time.Now()
+	}
+	var changes policy.Changes
+	if err == nil {
+		changes, err = rbacsync.PlanFor(p, state)
+	}
 	if err != nil {
 		if apierrors.IsForbidden(err) {
-			err = fmt.Errorf("%w (your user needs list on namespaces and on RBAC objects)", err)
+			err = fmt.Errorf("%w (your user needs list on namespaces, on RBAC objects and on "+
+				"validatingadmissionpolicies, validatingadmissionpolicybindings and networkpolicies)", err)
 		}
 		return false, fmt.Errorf("read the cluster at %s: %w", cfg.Host, err)
 	}
 	fmt.Fprintf(s.Err, "Compared %s with the cluster at %s.\n", o.file, cfg.Host)
 	warnings, notes := escalationWarnings(ctx, client, p)
+	g := guardrailReport{warnings: p.GuardrailWarnings(state.Now)}
+	g.findings, g.notes, err = rbacsync.CheckWorkloads(ctx, client, p, state)
+	if err != nil {
+		g.notes = append(g.notes, fmt.Sprintf("existing workloads not checked against the guardrails: %v", err))
+	}
+	g.podSecurity = podSecurityDryRun(ctx, cfg, changes)
 	if o.output == "json" {
-		return len(changes) > 0, writePlanJSON(s.Out, changes, warnings, notes)
+		return len(changes) > 0, writePlanJSON(s.Out, changes, warnings, notes, g)
 	}
 	if err := changes.Render(s.Out); err != nil {
 		return false, err
 	}
+	g.render(s.Out)
 	if len(warnings) > 0 || len(notes) > 0 {
 		fmt.Fprintf(s.Out, "\nEscalation warnings for roles offered for elevation:\n")
 		for _, w := range warnings {
@@ -223,6 +249,8 @@ type planJSON struct {
 	Summary  map[string]int `json:"summary"`
 	Warnings []warningJSON  `json:"warnings"`
 	Notes    []string       `json:"notes,omitempty"`
+	// Guardrails holds what the guardrails would do to the workloads that run now.
+	Guardrails guardrailsJSON `json:"guardrails"`
 }
 
 type changeJSON struct {
@@ -243,8 +271,9 @@ type warningJSON struct {
 	Reason    string `json:"reason"`
 }
 
-func writePlanJSON(w io.Writer, changes policy.Changes, warnings []policy.Warning, notes []string) error {
-	out := planJSON{Changes: []changeJSON{}, Summary: map[string]int{}, Warnings: []warningJSON{}, Notes: notes}
+func writePlanJSON(w io.Writer, changes policy.Changes, warnings []policy.Warning, notes []string, g guardrailReport) error {
+	out := planJSON{Changes: []changeJSON{}, Summary: map[string]int{}, Warnings: []warningJSON{}, Notes: notes,
+		Guardrails: g.json()}
 	for _, a := range []policy.Action{policy.ActionCreate, policy.ActionUpdate, policy.ActionReplace, policy.ActionDelete} {
 		out.Summary[string(a)] = changes.Counts()[a]
 	}

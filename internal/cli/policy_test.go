@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kaccess/kaccess/internal/rbacsync"
@@ -194,5 +197,107 @@ func TestExitCode(t *testing.T) {
 		if got := ExitCode(tt.err); got != tt.want {
 			t.Errorf("ExitCode(%v) = %d, want %d", tt.err, got, tt.want)
 		}
+	}
+}
+
+const planGuardrailPolicy = `
+apiVersion: kaccess.io/v1alpha1
+kind: AccessPolicy
+guardrails:
+  images:
+  - name: plan-registries
+    mode: deny
+    namespaces: [plan-g]
+    allowed: ["registry.example.com/"]
+  podSecurity:
+  - name: plan-baseline
+    mode: deny
+    level: baseline
+    namespaces: [plan-g]
+  exemptions:
+  - guardrails: [plan-registries]
+    workload: gone
+    reason: expired long ago
+    expires: "2001-01-01T00:00:00Z"
+`
+
+func TestPolicyPlanGuardrails(t *testing.T) {
+	c := testenv.Shared(t)
+	ctx := context.Background()
+	c.MustNamespace(t, "plan-g")
+	admin := c.AdminClient()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	if _, err := admin.CoreV1().ServiceAccounts("plan-g").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	dep := func(name, image string) *appsv1.Deployment {
+		l := map[string]string{"app": name}
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: l},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}}},
+		}}
+	}
+	for _, d := range []*appsv1.Deployment{dep("old-web", "docker.io/nginx:1.25"), dep("new-web", "registry.example.com/web:2")} {
+		if _, err := admin.AppsV1().Deployments("plan-g").Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	hostPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "host-pod"}, Spec: corev1.PodSpec{HostNetwork: true,
+		Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/agent:1"}}}}
+	if _, err := admin.CoreV1().Pods("plan-g").Create(ctx, hostPod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(planGuardrailPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := c.MustKubeconfig(t, testenv.AdminUser, c.AdminToken)
+
+	out, errOut, code := plan(t, "-f", file, "--kubeconfig", kubeconfig)
+	for _, want := range []string{
+		"+ create ValidatingAdmissionPolicy kaccess-plan-registries\n",
+		"+ create ValidatingAdmissionPolicyBinding kaccess-plan-registries\n",
+		"~ update Namespace plan-g (+pod-security.kubernetes.io/enforce=baseline)\n",
+		"Plan: 2 to create, 1 to update, 0 to replace, 0 to delete.\n",
+		"  ! guardrails.exemptions[0].expires: expired at 2001-01-01T00:00:00Z",
+		"  REFUSE Deployment plan-g/old-web (kaccess-plan-registries): guardrail plan-registries: image(s) docker.io/nginx:1.25 not from an allowed registry (registry.example.com/)\n",
+		`  podsec namespace plan-g: existing pods in namespace "plan-g" violate the new PodSecurity enforce level "baseline:latest"`,
+		"host-pod: host namespaces",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan output lacks %q:\n%s\nstderr: %s", want, out, errOut)
+		}
+	}
+	if code != 2 || strings.Contains(out, "new-web") {
+		t.Errorf("exit %d (want 2), or the allowed deployment is listed:\n%s", code, out)
+	}
+
+	out, _, _ = plan(t, "-f", file, "--kubeconfig", kubeconfig, "-o", "json")
+	var got struct {
+		Guardrails struct {
+			Warnings  []string
+			Workloads []struct {
+				Policy, Kind, Namespace, Name, Message string
+				Refused                                bool
+			}
+			PodSecurity []struct{ Namespace, Warning string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("json output: %v\n%s", err, out)
+	}
+	w := got.Guardrails.Workloads
+	if len(w) != 1 || !w[0].Refused || w[0].Name != "old-web" || w[0].Policy != "kaccess-plan-registries" ||
+		len(got.Guardrails.Warnings) != 1 || len(got.Guardrails.PodSecurity) == 0 {
+		t.Errorf("json guardrails: %+v", got.Guardrails)
+	}
+	// Nothing was written: a dry run.
+	ns, err := admin.CoreV1().Namespaces().Get(ctx, "plan-g", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, set := ns.Labels["pod-security.kubernetes.io/enforce"]; set {
+		t.Errorf("plan wrote the namespace labels: %v", ns.Labels)
 	}
 }

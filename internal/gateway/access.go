@@ -67,7 +67,7 @@ func (g *Gateway) setupAccess() error {
 		Client: cl.Client, Policy: pol, Logger: g.log,
 		OnChange: func(c policy.Change) {
 			e := &event.Event{Kind: event.KindRBACChange, Cluster: cl.Name, Verb: string(c.Action),
-				APIGroup: "rbac.authorization.k8s.io", APIVersion: "v1", Resource: rbacResource(c.Kind),
+				APIGroup: changeGroup(c.Kind), APIVersion: "v1", Resource: rbacResource(c.Kind),
 				Namespace: c.Namespace, Name: c.Name,
 				Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync", "kind": c.Kind}}
 			e.SetStateOutcome(rbacChangeStatus(c.Action), "")
@@ -146,7 +146,26 @@ func withGrants(next http.Handler, grants *access.Grants) http.Handler {
 
 // rbacResource is the API resource of an RBAC kind: "ClusterRoleBinding" is
 // "clusterrolebindings", as request records name it.
-func rbacResource(kind string) string { return strings.ToLower(kind) + "s" }
+func rbacResource(kind string) string {
+	if kind == "NetworkPolicy" {
+		return "networkpolicies"
+	}
+	return strings.ToLower(kind) + "s"
+}
+
+// changeGroup is the API group of an object the controller changed: RBAC objects, or a
+// guardrail's admission policies, NetworkPolicies and namespace labels.
+func changeGroup(kind string) string {
+	switch kind {
+	case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+		return "admissionregistration.k8s.io"
+	case "NetworkPolicy":
+		return "networking.k8s.io"
+	case "Namespace":
+		return ""
+	}
+	return "rbac.authorization.k8s.io"
+}
 
 // rbacChangeStatus is what the API server answered the write that made an applied change:
 // 201 for a create (a replace ends with one), 200 for an update or a delete.

@@ -2,13 +2,17 @@ package rbacsync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kaccess/kaccess/internal/rbacsync/policy"
@@ -26,6 +30,9 @@ type applier struct{ client kubernetes.Interface }
 // listed, so an object someone changed since (relabelled by hand, say) is never deleted on
 // stale information: the pass fails and the next one decides afresh.
 func (a applier) apply(ctx context.Context, c policy.Change) error {
+	if c.Kind == "Namespace" {
+		return a.patchNamespaceLabels(ctx, c)
+	}
 	switch c.Action {
 	case policy.ActionCreate:
 		return a.create(ctx, c.Desired)
@@ -56,6 +63,12 @@ func (a applier) create(ctx context.Context, desired policy.Object) error {
 		_, err = rbac.ClusterRoleBindings().Create(ctx, d, metav1.CreateOptions{})
 	case *rbacv1.RoleBinding:
 		_, err = rbac.RoleBindings(d.Namespace).Create(ctx, d, metav1.CreateOptions{})
+	case *admissionv1.ValidatingAdmissionPolicy:
+		_, err = a.client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, d, metav1.CreateOptions{})
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		_, err = a.client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, d, metav1.CreateOptions{})
+	case *networkingv1.NetworkPolicy:
+		_, err = a.client.NetworkingV1().NetworkPolicies(d.Namespace).Create(ctx, d, metav1.CreateOptions{})
 	default:
 		return fmt.Errorf("unsupported object type %T", desired)
 	}
@@ -91,6 +104,12 @@ func (a applier) get(ctx context.Context, o policy.Object) (policy.Object, error
 		return rbac.ClusterRoleBindings().Get(ctx, name, opts)
 	case *rbacv1.RoleBinding:
 		return rbac.RoleBindings(o.GetNamespace()).Get(ctx, name, opts)
+	case *admissionv1.ValidatingAdmissionPolicy:
+		return a.client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, opts)
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		return a.client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, name, opts)
+	case *networkingv1.NetworkPolicy:
+		return a.client.NetworkingV1().NetworkPolicies(o.GetNamespace()).Get(ctx, name, opts)
 	}
 	return nil, fmt.Errorf("unsupported object type %T", o)
 }
@@ -134,6 +153,18 @@ func (a applier) update(ctx context.Context, desired, current policy.Object) err
 		o := current.(*rbacv1.RoleBinding).DeepCopy()
 		o.Labels, o.Subjects = labels, d.Subjects
 		_, err = rbac.RoleBindings(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
+	case *admissionv1.ValidatingAdmissionPolicy:
+		o := current.(*admissionv1.ValidatingAdmissionPolicy).DeepCopy()
+		o.Labels, o.Spec = labels, *d.Spec.DeepCopy()
+		_, err = a.client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Update(ctx, o, metav1.UpdateOptions{})
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		o := current.(*admissionv1.ValidatingAdmissionPolicyBinding).DeepCopy()
+		o.Labels, o.Spec = labels, *d.Spec.DeepCopy()
+		_, err = a.client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Update(ctx, o, metav1.UpdateOptions{})
+	case *networkingv1.NetworkPolicy:
+		o := current.(*networkingv1.NetworkPolicy).DeepCopy()
+		o.Labels, o.Spec = labels, *d.Spec.DeepCopy()
+		_, err = a.client.NetworkingV1().NetworkPolicies(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
 	default:
 		return fmt.Errorf("unsupported object type %T", desired)
 	}
@@ -154,11 +185,45 @@ func (a applier) delete(ctx context.Context, current policy.Object) error {
 		err = rbac.ClusterRoleBindings().Delete(ctx, name, opts)
 	case *rbacv1.RoleBinding:
 		err = rbac.RoleBindings(current.GetNamespace()).Delete(ctx, name, opts)
+	case *admissionv1.ValidatingAdmissionPolicy:
+		err = a.client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(ctx, name, opts)
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		err = a.client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, name, opts)
+	case *networkingv1.NetworkPolicy:
+		err = a.client.NetworkingV1().NetworkPolicies(current.GetNamespace()).Delete(ctx, name, opts)
 	default:
 		return fmt.Errorf("unsupported object type %T", current)
 	}
 	if apierrors.IsNotFound(err) {
 		return nil // already gone: what we wanted
 	}
+	return err
+}
+
+// patchNamespaceLabels sets and removes the pod-security labels of c on its namespace with a
+// merge patch of the labels alone (kaccess owns no namespace; everything else stays as it
+// is). The patch carries no resourceVersion: it names each key it changes, and the next pass
+// repairs whatever a concurrent edit did.
+func (a applier) patchNamespaceLabels(ctx context.Context, c policy.Change) error {
+	want, have := c.Desired.GetLabels(), c.Current.GetLabels()
+	patch := map[string]any{}
+	for k, v := range want {
+		if have[k] != v {
+			patch[k] = v
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			patch[k] = nil // JSON null removes the key
+		}
+	}
+	if len(patch) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": patch}})
+	if err != nil {
+		return err
+	}
+	_, err = a.client.CoreV1().Namespaces().Patch(ctx, c.Name, types.MergePatchType, body, metav1.PatchOptions{})
 	return err
 }

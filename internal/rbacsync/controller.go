@@ -53,6 +53,8 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// MinRetry and MaxRetry bound the exponential backoff after a failed pass.
 	MinRetry, MaxRetry time.Duration
+	// Now is the clock guardrail exemptions expire by; default time.Now.
+	Now func() time.Time
 }
 
 // Status says how the controller fares, for /readyz and metrics.
@@ -70,7 +72,7 @@ type Status struct {
 	Conflicts []string
 }
 
-// Controller keeps the cluster's managed RBAC objects equal to the policy's. Create it with
+// Controller keeps the cluster's managed RBAC and guardrail objects equal to the policy's. Create it with
 // New; run it with Run (this replica writes) or RunLeaderElected (one replica writes).
 type Controller struct {
 	cfg     Config
@@ -105,6 +107,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.MinRetry <= 0 {
 		cfg.MinRetry = DefaultMinRetry
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.MaxRetry < cfg.MinRetry {
 		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
@@ -207,8 +212,19 @@ func (c *Controller) processNext(ctx context.Context, q workqueue.TypedRateLimit
 		return true
 	}
 	q.Forget(key)
+	c.mu.Lock()
+	p := c.policy
+	c.mu.Unlock()
+	// An exemption stops applying when it expires, not at the next resync: a pass then drops it.
+	now := c.cfg.Now()
+	if next := p.NextExpiry(now); !next.IsZero() {
+		q.AddAfter(key, next.Sub(now)+expiryGrace)
+	}
 	return true
 }
+
+// expiryGrace runs the pass at an expiry just after it, so the exemption is judged expired.
+const expiryGrace = 100 * time.Millisecond
 
 // Sync runs one pass now: read the cluster, plan, apply. It returns the changes it applied.
 // When reading fails nothing is written, deletes included: an unreachable or half-readable
@@ -245,6 +261,7 @@ func (c *Controller) sync(ctx context.Context, p *policy.Policy) (policy.Changes
 	if err != nil {
 		return nil, fmt.Errorf("read cluster, nothing applied: %w", err)
 	}
+	state.Now = c.cfg.Now()
 	plan, err := PlanFor(p, state)
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)

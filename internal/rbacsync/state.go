@@ -8,6 +8,7 @@ package rbacsync
 import (
 	"context"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -20,6 +21,9 @@ import (
 // managed-by=kaccess (the revocation ConfigMap, per-grant bindings) are never pruned here.
 const ManagedSelector = policy.ManagedByLabel + "=" + policy.ManagedByValue + "," + policy.RoleLabel
 
+// GuardrailSelector selects the guardrail objects this controller owns.
+const GuardrailSelector = policy.ManagedByLabel + "=" + policy.ManagedByValue + "," + policy.GuardrailLabel
+
 // State is what one sync pass reads: every namespace with its labels, and the managed RBAC
 // objects.
 type State struct {
@@ -28,10 +32,13 @@ type State struct {
 	// Terminating names the namespaces being deleted: they take no new objects (the API
 	// server refuses them), but keep the ones they have until they are gone.
 	Terminating map[string]bool
+	// Now is the time guardrail exemptions are judged at; zero means time.Now().
+	Now time.Time
 }
 
-// ReadState lists namespaces and the managed ClusterRoles, Roles, ClusterRoleBindings and
-// RoleBindings. Any failed list fails the whole read: a partial state (say, no namespaces
+// ReadState lists namespaces, the managed ClusterRoles, Roles, ClusterRoleBindings and
+// RoleBindings, and the managed guardrail objects (ValidatingAdmissionPolicies, their
+// bindings, NetworkPolicies). Any failed list fails the whole read: a partial state (say, no namespaces
 // because their list was refused) would plan the deletion of every RoleBinding.
 func ReadState(ctx context.Context, client kubernetes.Interface) (*State, error) {
 	s := &State{}
@@ -78,6 +85,29 @@ func ReadState(ctx context.Context, client kubernetes.Interface) (*State, error)
 	for i := range rbs.Items {
 		s.Managed = append(s.Managed, &rbs.Items[i])
 	}
+	guarded := metav1.ListOptions{LabelSelector: GuardrailSelector}
+	adm := client.AdmissionregistrationV1()
+	vaps, err := adm.ValidatingAdmissionPolicies().List(ctx, guarded)
+	if err != nil {
+		return nil, fmt.Errorf("list managed validatingadmissionpolicies: %w", err)
+	}
+	for i := range vaps.Items {
+		s.Managed = append(s.Managed, &vaps.Items[i])
+	}
+	vapbs, err := adm.ValidatingAdmissionPolicyBindings().List(ctx, guarded)
+	if err != nil {
+		return nil, fmt.Errorf("list managed validatingadmissionpolicybindings: %w", err)
+	}
+	for i := range vapbs.Items {
+		s.Managed = append(s.Managed, &vapbs.Items[i])
+	}
+	nps, err := client.NetworkingV1().NetworkPolicies("").List(ctx, guarded)
+	if err != nil {
+		return nil, fmt.Errorf("list managed networkpolicies: %w", err)
+	}
+	for i := range nps.Items {
+		s.Managed = append(s.Managed, &nps.Items[i])
+	}
 	return s, nil
 }
 
@@ -87,10 +117,25 @@ func PlanFor(p *policy.Policy, s *State) (policy.Changes, error) {
 	if err != nil {
 		return nil, err
 	}
-	changes, err := policy.Plan(desired.All(), s.Managed)
+	now := s.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	guardrails, err := policy.DesiredGuardrails(p, s.Namespaces, now)
 	if err != nil {
 		return nil, err
 	}
+	changes, err := policy.Plan(append(desired.All(), guardrails.All()...), s.Managed)
+	if err != nil {
+		return nil, err
+	}
+	var live []policy.Namespace // terminating namespaces refuse label changes too
+	for _, ns := range s.Namespaces {
+		if !s.Terminating[ns.Name] {
+			live = append(live, ns)
+		}
+	}
+	changes = append(changes, policy.PlanNamespaceLabels(guardrails.NamespaceLabels, live)...)
 	// Drop creates the API server would refuse, so the plan holds only what can be applied.
 	kept := changes[:0]
 	for _, c := range changes {

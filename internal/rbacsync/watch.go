@@ -35,10 +35,15 @@ func (c *Controller) watch(ctx context.Context, q workqueue.TypedRateLimitingInt
 	managed := informers.NewSharedInformerFactoryWithOptions(c.cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedSelector }))
 	rbac := managed.Rbac().V1()
+	guarded := informers.NewSharedInformerFactoryWithOptions(c.cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = GuardrailSelector }))
+	adm := guarded.Admissionregistration().V1()
 	namespaces := informers.NewSharedInformerFactory(c.cfg.Client, 0)
 	all := []cache.SharedIndexInformer{
 		rbac.ClusterRoles().Informer(), rbac.Roles().Informer(),
 		rbac.ClusterRoleBindings().Informer(), rbac.RoleBindings().Informer(),
+		adm.ValidatingAdmissionPolicies().Informer(), adm.ValidatingAdmissionPolicyBindings().Informer(),
+		guarded.Networking().V1().NetworkPolicies().Informer(),
 		namespaces.Core().V1().Namespaces().Informer(),
 	}
 	for i, inf := range all {
@@ -65,10 +70,12 @@ func (c *Controller) watch(ctx context.Context, q workqueue.TypedRateLimitingInt
 		})
 	}
 	managed.Start(ctx.Done())
+	guarded.Start(ctx.Done())
 	namespaces.Start(ctx.Done())
 	return func() {
 		cancel() // Shutdown waits for the informers, which stop when ctx ends
 		managed.Shutdown()
+		guarded.Shutdown()
 		namespaces.Shutdown()
 	}
 }

@@ -100,6 +100,7 @@ type exchange struct {
 	reqBody []byte // kept only when the level records the request body
 	resBody []byte // kept only at RequestResponse
 	meta    metaScan
+	status  []byte // a refusal's body, for the admission policy that refused (admission.go)
 
 	code          int
 	contentLength int64 // declared by the response; -1 when not known
@@ -186,6 +187,9 @@ func (x *exchange) WriteHeader(code int) {
 	// collection): look for the name there, whatever the level keeps of the body.
 	x.meta.on = x.ev.Verb == "create" && x.ev.Name == "" && (code == http.StatusCreated || code == http.StatusOK)
 	x.meta.setNamespace = x.ev.Namespace == ""
+	if x.wantsStatus(code) {
+		x.status = []byte{}
+	}
 	var ok = true
 	switch {
 	case x.st != nil && x.st.LongRunning && code < 300:
@@ -217,6 +221,9 @@ func (x *exchange) Write(p []byte) (int, error) {
 	}
 	if x.meta.on {
 		x.scanMeta(p)
+	}
+	if x.status != nil && len(x.status) < maxStatusBody {
+		x.status = append(x.status, p[:min(len(p), maxStatusBody-len(x.status))]...)
 	}
 	if !x.recorded && x.contentLength > 0 && x.bytesOut.Load()+int64(len(p)) >= x.contentLength {
 		x.bytesOut.Add(int64(len(p)))
@@ -346,6 +353,7 @@ func (x *exchange) fillOutcomeOf(e *event.Event, rule event.Rule, withResponse b
 		e.GrantIDs = x.st.GrantIDs
 	}
 	setOutcome(e, x.code, x.st)
+	x.noteAdmission(e, withResponse)
 	e.Level = rule.Level
 	e.BytesIn, e.BytesOut = x.bytesIn.Load(), x.bytesOut.Load()
 	var res []byte

@@ -42,6 +42,9 @@ type Config struct {
 	MinSecretNamespaces int
 	// MinUnusualEvents is the fewest requests at unusual hours that make a finding. Default 5.
 	MinUnusualEvents int
+	// MinGuardrailViolations is the fewest requests of one subject refused by admission
+	// policies in the window that make a finding. Default 3.
+	MinGuardrailViolations int
 	// MaxEvidence caps the event ids of a finding (the earliest are kept). Default 100.
 	MaxEvidence int
 }
@@ -79,6 +82,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.MinDeletes, 30)
 	def(&c.MinSecretNamespaces, 5)
 	def(&c.MinUnusualEvents, 5)
+	def(&c.MinGuardrailViolations, 3)
 	def(&c.MaxEvidence, 100)
 
 	var errs []error
@@ -105,6 +109,7 @@ func (c Config) withDefaults() (Config, error) {
 		"min history days": c.MinHistoryDays, "burst factor": c.BurstFactor, "min auth failures": c.MinAuthFailures,
 		"min deletes": c.MinDeletes, "min secret namespaces": c.MinSecretNamespaces,
 		"min unusual events": c.MinUnusualEvents, "max evidence": c.MaxEvidence,
+		"min guardrail violations": c.MinGuardrailViolations,
 	} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive (zero takes the default)", name, v))
@@ -140,6 +145,7 @@ func (c Config) Library() ([]Detection, error) {
 		c.identitySmuggling(),
 		c.gatewayBypass(),
 		c.unknownClient(),
+		c.guardrailViolations(),
 	}
 	slices.SortFunc(lib, func(a, b Detection) int { return strings.Compare(a.Name, b.Name) })
 	return lib, nil

@@ -144,4 +144,16 @@ func (s *scenario) plant() {
 		evs = append(evs, e)
 	}
 	add("unknown-client", "system:serviceaccount:ci:deployer", evs...)
+
+	// Bob tries images from registries a guardrail refuses, then a privileged pod. A single
+	// refusal of Carol's (a typo) stays under the threshold and is not planted.
+	evs = nil
+	for i, pol := range []string{"kaccess-registries", "kaccess-registries", "kaccess-registries", "PodSecurity/baseline:latest"} {
+		e := g.request("bob@corp.example", "10.2.0.21", kubectl, action{verb: "create", resource: "deployments", namespace: "web"}, at(15, 20+i), 403)
+		e.Extra = map[string]string{"admission_policy": pol}
+		evs = append(evs, e)
+	}
+	add("guardrail-violation-attempts", "bob@corp.example", evs...)
+	typo := g.request("carol", "10.1.0.31", kubectl, action{verb: "create", resource: "deployments", namespace: "payments"}, at(10, 40), 403)
+	typo.Extra = map[string]string{"admission_policy": "kaccess-registries"}
 }

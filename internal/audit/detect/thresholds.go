@@ -14,6 +14,8 @@ var thresholdUse = map[string][]string{
 	"secret-list-burst":  {"minSecretNamespaces", "burstFactor"},
 	"unusual-hours":      {"minUnusualEvents", "minHistoryDays"},
 	"new-source":         {"minHistoryDays"},
+	// Refusals by admission policies (kaccess guardrails, Pod Security) per subject.
+	"guardrail-violation-attempts": {"minGuardrailViolations"},
 }
 
 // Thresholds returns the names of the thresholds detection name may be given with
@@ -38,6 +40,7 @@ func (c Config) WithThresholds(name string, values map[string]int) (Config, erro
 			"minAuthFailures": &c.MinAuthFailures, "burstFactor": &c.BurstFactor, "minDeletes": &c.MinDeletes,
 			"minSecretNamespaces": &c.MinSecretNamespaces, "minUnusualEvents": &c.MinUnusualEvents,
 			"minHistoryDays": &c.MinHistoryDays, "maxEvidence": &c.MaxEvidence,
+			"minGuardrailViolations": &c.MinGuardrailViolations,
 		}[k]
 		*p = v
 	}

@@ -7,13 +7,17 @@ import (
 	"sort"
 	"strings"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Object is one RBAC object: *rbacv1.ClusterRole, *rbacv1.Role, *rbacv1.ClusterRoleBinding or
-// *rbacv1.RoleBinding. Plan rejects any other type.
+// Object is one object kaccess owns: *rbacv1.ClusterRole, *rbacv1.Role,
+// *rbacv1.ClusterRoleBinding, *rbacv1.RoleBinding, or a guardrail's
+// *admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding or
+// *networkingv1.NetworkPolicy. Plan rejects any other type.
 type Object interface {
 	metav1.Object
 }
@@ -88,7 +92,9 @@ func Plan(desired, current []Object) (Changes, error) {
 	return out, nil
 }
 
-var kindOrder = map[string]int{"ClusterRole": 0, "Role": 1, "ClusterRoleBinding": 2, "RoleBinding": 3}
+var kindOrder = map[string]int{"ClusterRole": 0, "Role": 1, "ClusterRoleBinding": 2, "RoleBinding": 3,
+	// A policy before its binding, so a binding never points at a policy not yet there.
+	"ValidatingAdmissionPolicy": 4, "ValidatingAdmissionPolicyBinding": 5, "NetworkPolicy": 6, "Namespace": 7}
 
 type key struct{ kind, namespace, name string }
 
@@ -122,6 +128,12 @@ func kindOf(o Object) (string, error) {
 		return "ClusterRoleBinding", nil
 	case *rbacv1.RoleBinding:
 		return "RoleBinding", nil
+	case *admissionv1.ValidatingAdmissionPolicy:
+		return "ValidatingAdmissionPolicy", nil
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		return "ValidatingAdmissionPolicyBinding", nil
+	case *networkingv1.NetworkPolicy:
+		return "NetworkPolicy", nil
 	default:
 		return "", fmt.Errorf("unsupported object type %T", o)
 	}
@@ -140,6 +152,16 @@ func compare(d, c Object) (replace bool, details []string) {
 	case *rbacv1.RoleBinding:
 		cc := c.(*rbacv1.RoleBinding)
 		replace, details = bindingDiff(dd.RoleRef, cc.RoleRef, dd.Subjects, cc.Subjects)
+	case *admissionv1.ValidatingAdmissionPolicy:
+		details = specDiff(dd.Spec, c.(*admissionv1.ValidatingAdmissionPolicy).Spec)
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		cc := c.(*admissionv1.ValidatingAdmissionPolicyBinding)
+		details = specDiff(dd.Spec, cc.Spec)
+		if len(details) > 0 && !equality.Semantic.DeepEqual(dd.Spec.ValidationActions, cc.Spec.ValidationActions) {
+			details = []string{fmt.Sprintf("validationActions: %v -> %v", cc.Spec.ValidationActions, dd.Spec.ValidationActions)}
+		}
+	case *networkingv1.NetworkPolicy:
+		details = specDiff(dd.Spec, c.(*networkingv1.NetworkPolicy).Spec)
 	}
 	// Only the labels kaccess sets are compared: others may be added by people or tools.
 	for _, l := range sortedKeys(d.GetLabels()) {
@@ -149,6 +171,15 @@ func compare(d, c Object) (replace bool, details []string) {
 		}
 	}
 	return replace, details
+}
+
+// specDiff compares the specs of guardrail objects, which the renderer fills in with the API
+// server's defaults, so a read-back object compares equal.
+func specDiff(d, c any) []string {
+	if equality.Semantic.DeepEqual(d, c) {
+		return nil
+	}
+	return []string{"spec changed"}
 }
 
 func rulesDiff(d, c []rbacv1.PolicyRule) []string {

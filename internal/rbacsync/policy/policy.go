@@ -42,6 +42,8 @@ type Policy struct {
 	Roles      []Role      `json:"roles,omitempty"`
 	Bindings   []Binding   `json:"bindings,omitempty"`
 	Elevations []Elevation `json:"elevations,omitempty"`
+	// Guardrails are workload rules the API server enforces itself (guardrails.go).
+	Guardrails *Guardrails `json:"guardrails,omitempty"`
 }
 
 // Role is either a curated role kaccess owns (Rules; it becomes the ClusterRole

@@ -78,6 +78,9 @@ func (p *Policy) Validate() error {
 		}
 		v.duration(path+".maxDuration", e.MaxDuration)
 	}
+	if p.Guardrails != nil {
+		v.guardrails(p.Guardrails)
+	}
 	if v.dropped > 0 {
 		v.errs = append(v.errs, fmt.Errorf("%s: and %d more problems", v.lastPath, v.dropped))
 	}
