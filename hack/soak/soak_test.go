@@ -145,7 +145,7 @@ func noted(what string, err error) {
 // controllers' Lease away (no replica leads: RBAC sync and grant expiry are down) and measures
 // when access actually ends after the grant's expiry.
 func (r *rig) grantThroughControllerOutage(tr *traffic, rep *report) {
-	token := tr.tokens[readers-1]
+	token := tr.tokens[readers-1] // no other elevation is asked for this user
 	name, err := tr.elevate(0, token, "20s")
 	if err != nil {
 		r.t.Errorf("grant for the controller outage: %v", err)
@@ -200,7 +200,7 @@ func (r *rig) grantThroughControllerOutage(tr *traffic, rep *report) {
 		if !firstRefused.IsZero() {
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	rep.Grant = &grantReport{Request: name, ExpireTime: expiry, LastAllowed: lastOK, FirstRefused: firstRefused}
 	if !firstRefused.IsZero() {

@@ -186,8 +186,8 @@ func (tr *traffic) start() {
 		tr.do("search", n%2, "GET", "/v1/auditevents?page_size=50&filter="+
 			strings.ReplaceAll(`user = "soak-user1"`, " ", "%20"), tr.lead, nil, false)
 	})
-	tr.loop(20*time.Second, func(n int) { // elevation requests and approvals
-		tr.elevate(n%2, tr.tokens[n%readers], "30s")
+	tr.loop(20*time.Second, func(n int) { // elevation requests and approvals (not the probe's user)
+		tr.elevate(n%2, tr.tokens[n%(readers-1)], "30s")
 	})
 }
 
