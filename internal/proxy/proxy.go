@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/streaming/pkg/httpstream"
 
@@ -317,6 +318,12 @@ func (p *Proxy) trusted(host string) bool {
 	return false
 }
 
+// pastDeadline reports whether ctx's deadline (timeouts.request) has passed.
+func pastDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
 // upstreamError answers for an API server that could not be reached or did not answer in time.
 // The detail goes to the log; the client gets a short, safe message.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
@@ -329,9 +336,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		kubestatus.Write(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
 			fmt.Sprintf("request body is over the gateway's limit of %d bytes", tooBig.Limit))
 		return
-	case errors.Is(bodyErr, os.ErrDeadlineExceeded):
+	case errors.Is(bodyErr, os.ErrDeadlineExceeded) || (r.ContentLength != 0 && errors.Is(err, context.Canceled) && pastDeadline(r.Context())):
 		// The body stalled until timeouts.request. Checked before the client's going away: on
-		// HTTP/1.1 the read deadline cancels the request's context too.
+		// HTTP/1.1 the read deadline cancels the request's context too, and on a busy machine
+		// that cancel can reach the transport before the body read reports its deadline.
 		p.cfg.OnUpstreamError("timeout")
 		requestctx.Refuse(r.Context(), requestctx.FailedUpstreamTimeout)
 		kubestatus.Write(w, http.StatusGatewayTimeout, "Timeout", "the request body did not arrive within the gateway's request timeout")
