@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ type replica struct {
 	cfgPath, dir      string
 	spoolDir          string
 	client            *http.Client
+	ready             atomic.Bool // the load balancer's view: its /readyz answered 200
 
 	mu    sync.Mutex
 	child *testenv.Child

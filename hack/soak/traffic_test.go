@@ -93,14 +93,19 @@ func (tr *traffic) call(ctx context.Context, i int, method, path, token string, 
 	return resp.StatusCode, resp.Header.Get("X-Request-Id"), data, full
 }
 
-// do is call with a load balancer's failover: a replica that does not answer at all is
-// skipped for the other one. Each attempt is an outcome.
+// do is call as through a load balancer: the client's home replica unless the balancer's
+// health check (/readyz) took it out and the other one is in, and the other replica when the
+// one asked does not answer at all. Each attempt is an outcome.
 func (tr *traffic) do(class string, home int, method, path, token string, body []byte, proxied bool) (int, []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	code, data := 0, []byte(nil)
 	started := time.Now()
-	for attempt, i := range []int{home, 1 - home} {
+	first := home
+	if !tr.r.replicas[home].ready.Load() && tr.r.replicas[1-home].ready.Load() {
+		first = 1 - home
+	}
+	for attempt, i := range []int{first, 1 - first} {
 		began := time.Now()
 		c, id, d, full := tr.call(ctx, i, method, path, token, body)
 		o := outcome{phase: int(tr.rec.phase.Load()), class: class, home: home, replica: i, started: started, at: time.Now(),
@@ -136,8 +141,28 @@ func (tr *traffic) loop(pause time.Duration, f func(n int)) {
 	})
 }
 
+// healthCheck polls each replica's /readyz every 500 ms, as a load balancer would.
+func (tr *traffic) healthCheck() {
+	for _, rep := range tr.r.replicas {
+		rep.ready.Store(true)
+		tr.wg.Go(func() {
+			client := &http.Client{Timeout: time.Second}
+			for !tr.stopped() {
+				resp, err := client.Get(rep.opsURL + "/readyz")
+				ok := err == nil && resp.StatusCode == 200
+				if err == nil {
+					resp.Body.Close()
+				}
+				rep.ready.Store(ok)
+				time.Sleep(500 * time.Millisecond)
+			}
+		})
+	}
+}
+
 // start runs the population until Stop.
 func (tr *traffic) start() {
+	tr.healthCheck()
 	cms := "/api/v1/namespaces/" + soakNamespace + "/configmaps"
 	for u := range readers {
 		home := u % 2
