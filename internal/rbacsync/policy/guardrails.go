@@ -44,6 +44,8 @@ type ImageGuardrail struct {
 	Name  string `json:"name"`
 	Mode  Mode   `json:"mode"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 	// Allowed are image prefixes as written in pod specs: one ending in "/" allows everything
 	// under it ("registry.example.com/", "ghcr.io/acme/"); one without allows exactly that
 	// repository with any tag or digest ("docker.io/library/nginx").
@@ -58,6 +60,8 @@ type ResourceGuardrail struct {
 	Name  string `json:"name"`
 	Mode  Mode   `json:"mode"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 	// Requests and Limits are the resources every container must set: "cpu" and/or "memory".
 	// Default (both absent): cpu and memory for both; [] requires none.
 	Requests []string `json:"requests,omitempty"`
@@ -113,6 +117,8 @@ type PodSecurityGuardrail struct {
 	Mode  Mode   `json:"mode"`
 	Level string `json:"level"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 }
 
 // NetworkGuardrail gives every selected namespace a default-deny ingress NetworkPolicy and
@@ -120,7 +126,9 @@ type PodSecurityGuardrail struct {
 type NetworkGuardrail struct {
 	Name  string `json:"name"`
 	Scope `json:",inline"`
-	Allow []Flow `json:"allow,omitempty"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
+	Allow  []Flow `json:"allow,omitempty"`
 }
 
 // Flow lets traffic from peers reach the pods PodSelector selects (nil: every pod of the
