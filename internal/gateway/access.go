@@ -17,12 +17,12 @@ import (
 	"github.com/kaccess/kaccess/internal/requestctx"
 )
 
-// governance is least privilege as code on the default cluster: RBAC sync from the access
-// policy, access requests, and the grants in force.
+// governance is least privilege as code: RBAC and guardrail sync from the access policy on
+// every cluster, access requests (kept on the default cluster), and the grants in force.
 type governance struct {
 	service    *access.Service
 	grants     *access.Grants
-	rbac       *rbacsync.Controller
+	rbac       *rbacsync.Set
 	controller *access.Controller
 	namespace  string
 }
@@ -41,6 +41,11 @@ func (g *Gateway) setupAccess() error {
 	pol, err := policy.Load(data)
 	if err != nil {
 		return fmt.Errorf("access.policyFile %s: %w", ac.PolicyFile, err)
+	}
+	// The file may be shared with gateways in front of other clusters: names it targets that
+	// are not behind this one are worth a look, not a refusal to start.
+	for _, w := range pol.UnknownClusters(g.policyClusters()) {
+		g.log.Warn("access policy targets a cluster this gateway does not front", "policy_file", ac.PolicyFile, "problem", w)
 	}
 	cl := g.defaultCluster()
 	rec := g.audit.capture
@@ -62,24 +67,59 @@ func (g *Gateway) setupAccess() error {
 	if err != nil {
 		return err
 	}
-	rbac, err := rbacsync.New(rbacsync.Config{
-		Client: cl.Client, Policy: pol, Logger: g.log,
-		OnChange: func(c policy.Change) {
-			e := &event.Event{Kind: event.KindRBACChange, Cluster: cl.Name, Verb: string(c.Action),
-				APIGroup: changeGroup(c.Kind), APIVersion: "v1", Resource: rbacResource(c.Kind),
-				Namespace: c.Namespace, Name: c.Name,
-				Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync", "kind": c.Kind}}
-			e.SetStateOutcome(rbacChangeStatus(c.Action), "")
-			if err := rec.Record(e); err != nil {
-				g.log.Error("RBAC change not recorded in the audit log", "kind", c.Kind, "name", c.Name, "error", err.Error())
-			}
-		},
-	})
+	// One controller per cluster, each with the policy as that cluster sees it; one Lease
+	// (on the default cluster) lets one replica sync them all.
+	var controllers []*rbacsync.Controller
+	for _, c := range g.clusters {
+		ctl, err := rbacsync.New(rbacsync.Config{
+			Cluster: c.Name, Client: c.Client, Policy: pol.ForCluster(g.policyCluster(c.Name)), Logger: g.log,
+			OnChange: g.recordRBACChange(c.Name),
+		})
+		if err != nil {
+			return err
+		}
+		controllers = append(controllers, ctl)
+	}
+	rbac, err := rbacsync.NewSet(controllers...)
 	if err != nil {
 		return err
 	}
+	g.metrics.registry.MustRegister(rbacSyncCollector{rbac})
 	g.access = &governance{service: svc, grants: grants, rbac: rbac, controller: ctrl, namespace: ac.Namespace}
 	return nil
+}
+
+// recordRBACChange returns the OnChange of cluster's controller: each change is an audit event.
+func (g *Gateway) recordRBACChange(cluster string) func(policy.Change) {
+	rec := g.audit.capture
+	return func(c policy.Change) {
+		e := &event.Event{Kind: event.KindRBACChange, Cluster: cluster, Verb: string(c.Action),
+			APIGroup: changeGroup(c.Kind), APIVersion: "v1", Resource: rbacResource(c.Kind),
+			Namespace: c.Namespace, Name: c.Name,
+			Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync", "kind": c.Kind}}
+		e.SetStateOutcome(rbacChangeStatus(c.Action), "")
+		if err := rec.Record(e); err != nil {
+			g.log.Error("RBAC change not recorded in the audit log", "cluster", cluster, "kind", c.Kind, "name", c.Name, "error", err.Error())
+		}
+	}
+}
+
+// policyClusters are the clusters behind the gateway as the policy's targeting sees them.
+func (g *Gateway) policyClusters() []policy.Cluster {
+	out := make([]policy.Cluster, len(g.cfg.Clusters))
+	for i, c := range g.cfg.Clusters {
+		out[i] = policy.Cluster{Name: c.Name, Labels: c.Labels}
+	}
+	return out
+}
+
+func (g *Gateway) policyCluster(name string) policy.Cluster {
+	for _, c := range g.policyClusters() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return policy.Cluster{Name: name}
 }
 
 // runAccess starts the grants cache on this replica and competes for the Lease under which
@@ -93,7 +133,7 @@ func (g *Gateway) runAccess(ctx context.Context) (wait func()) {
 	go func() {
 		defer close(done)
 		err := g.access.rbac.RunLeaderElected(ctx, rbacsync.LeaderConfig{
-			Namespace: g.access.namespace, Identity: rbacsync.DefaultIdentity(),
+			Client: g.defaultCluster().Client, Namespace: g.access.namespace, Identity: rbacsync.DefaultIdentity(),
 			AlsoRun: g.access.controller.Run,
 		})
 		if err != nil {
