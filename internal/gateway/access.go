@@ -51,7 +51,7 @@ func (g *Gateway) setupAccess() error {
 	rec := g.audit.capture
 	svc, err := access.NewService(access.ServiceConfig{
 		Client: cl.Dynamic, Namespace: ac.Namespace, Policy: pol, Recorder: rec,
-		PendingTTL: ac.PendingTTL.D(), Logger: g.log,
+		PendingTTL: ac.PendingTTL.D(), Clusters: g.policyClusters(), Logger: g.log,
 	})
 	if err != nil {
 		return err
@@ -60,8 +60,12 @@ func (g *Gateway) setupAccess() error {
 	if err != nil {
 		return err
 	}
+	var kubes []access.ClusterClient
+	for i, c := range g.clusters {
+		kubes = append(kubes, access.ClusterClient{Name: c.Name, Default: g.cfg.Clusters[i].Default, Kube: c.Client})
+	}
 	ctrl, err := access.NewController(access.ControllerConfig{
-		Kube: cl.Client, Client: cl.Dynamic, Namespace: ac.Namespace, Recorder: rec,
+		Clusters: kubes, Client: cl.Dynamic, Namespace: ac.Namespace, Recorder: rec,
 		PendingTTL: ac.PendingTTL.D(), Logger: g.log,
 	})
 	if err != nil {
@@ -152,17 +156,19 @@ func (g *Gateway) runAccess(ctx context.Context) (wait func()) {
 	}
 }
 
-// withGrants adds the groups of the user's access grants in force to the identity the proxy
-// impersonates. The gateway checks expiry itself on every request, so access ends on time
-// even if the controller that removes grant bindings is down.
-func withGrants(next http.Handler, grants *access.Grants) http.Handler {
+// withGrants adds the groups of the user's access grants in force on cluster to the identity
+// the proxy impersonates. The gateway checks expiry itself on every request, so access ends
+// on time even if the controller that removes grant bindings is down; a grant for another
+// cluster adds nothing here even though its group name is the same everywhere.
+func withGrants(next http.Handler, grants *access.Grants, cluster string, isDefault bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := authn.IdentityFrom(r.Context())
 		if !ok {
 			next.ServeHTTP(w, r)
 			return
 		}
-		active := grants.ActiveGrants(id.User, time.Now())
+		active := slices.DeleteFunc(grants.ActiveGrants(id.User, time.Now()),
+			func(gr access.Grant) bool { return !gr.Covers(cluster, isDefault) })
 		if len(active) == 0 {
 			next.ServeHTTP(w, r)
 			return
