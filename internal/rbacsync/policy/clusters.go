@@ -110,6 +110,12 @@ func (p *Policy) eachTarget(f func(path string, t Target)) {
 		for i, r := range g.Resources {
 			f(fmt.Sprintf("guardrails.resources[%d]", i), r.Target)
 		}
+		for i, r := range g.HostAccess {
+			f(fmt.Sprintf("guardrails.hostAccess[%d]", i), r.Target)
+		}
+		for i, r := range g.CEL {
+			f(fmt.Sprintf("guardrails.cel[%d]", i), r.Target)
+		}
 		for i, r := range g.PodSecurity {
 			f(fmt.Sprintf("guardrails.podSecurity[%d]", i), r.Target)
 		}
@@ -122,7 +128,8 @@ func (p *Policy) eachTarget(f func(path string, t Target)) {
 // ForCluster returns the policy as it applies to cluster c: every role (curated roles are
 // made on every cluster, so references to them hold anywhere), and only the bindings,
 // elevations and guardrails that target c. Exemptions keep the guardrails still there and are
-// dropped when none is. The result is valid when p is; p is not changed.
+// dropped when none is. The result is valid when p is; p is not changed. A new list of
+// guardrails must be added here (and to eachTarget), or it would be synced nowhere.
 func (p *Policy) ForCluster(c Cluster) *Policy {
 	out := &Policy{APIVersion: p.APIVersion, Kind: p.Kind, Roles: p.Roles}
 	for _, b := range p.Bindings {
@@ -139,6 +146,8 @@ func (p *Policy) ForCluster(c Cluster) *Policy {
 		og := &Guardrails{
 			Images:          keep(g.Images, func(r ImageGuardrail) Target { return r.Target }, c),
 			Resources:       keep(g.Resources, func(r ResourceGuardrail) Target { return r.Target }, c),
+			HostAccess:      keep(g.HostAccess, func(r HostAccessGuardrail) Target { return r.Target }, c),
+			CEL:             keep(g.CEL, func(r CELGuardrail) Target { return r.Target }, c),
 			PodSecurity:     keep(g.PodSecurity, func(r PodSecurityGuardrail) Target { return r.Target }, c),
 			NetworkPolicies: keep(g.NetworkPolicies, func(r NetworkGuardrail) Target { return r.Target }, c),
 		}
@@ -147,6 +156,12 @@ func (p *Policy) ForCluster(c Cluster) *Policy {
 			names[r.Name] = true
 		}
 		for _, r := range og.Resources {
+			names[r.Name] = true
+		}
+		for _, r := range og.HostAccess {
+			names[r.Name] = true
+		}
+		for _, r := range og.CEL {
 			names[r.Name] = true
 		}
 		for _, r := range og.PodSecurity {
@@ -159,7 +174,7 @@ func (p *Policy) ForCluster(c Cluster) *Policy {
 				og.Exemptions = append(og.Exemptions, e)
 			}
 		}
-		if len(og.Images)+len(og.Resources)+len(og.PodSecurity)+len(og.NetworkPolicies) > 0 {
+		if len(og.Images)+len(og.Resources)+len(og.HostAccess)+len(og.CEL)+len(og.PodSecurity)+len(og.NetworkPolicies) > 0 {
 			out.Guardrails = og
 		}
 	}

@@ -82,6 +82,18 @@ guardrails:
     namespaceSelector: {}
     allowed: ["registry.example.com/"]
     clusters: [prod-eu]
+  hostAccess:
+  - name: no-host
+    mode: deny
+    namespaceSelector: {}
+    clusterSelector: {matchLabels: {env: prod}}
+  cel:
+  - name: no-latest
+    mode: warn
+    namespaceSelector: {}
+    expression: 'variables.containers.all(c, !c.image.endsWith(":latest"))'
+    message: no latest
+    clusters: [stage]
   podSecurity:
   - name: baseline
     mode: warn
@@ -115,6 +127,12 @@ func TestForCluster(t *testing.T) {
 			for _, r := range p.Guardrails.Images {
 				guardrails = append(guardrails, r.Name)
 			}
+			for _, r := range p.Guardrails.HostAccess {
+				guardrails = append(guardrails, r.Name)
+			}
+			for _, r := range p.Guardrails.CEL {
+				guardrails = append(guardrails, r.Name)
+			}
 			for _, r := range p.Guardrails.PodSecurity {
 				guardrails = append(guardrails, r.Name)
 			}
@@ -128,9 +146,9 @@ func TestForCluster(t *testing.T) {
 		guardrails           []string
 		exemptions           int
 	}{
-		{testClusters[0], []string{"everywhere", "prod-only"}, []string{"prod-admin"}, []string{"registry", "baseline"}, 2},
-		{testClusters[1], []string{"everywhere", "prod-only"}, []string{"prod-admin"}, []string{"baseline"}, 1},
-		{testClusters[2], []string{"everywhere", "stage-only"}, nil, []string{"baseline"}, 1},
+		{testClusters[0], []string{"everywhere", "prod-only"}, []string{"prod-admin"}, []string{"registry", "no-host", "baseline"}, 2},
+		{testClusters[1], []string{"everywhere", "prod-only"}, []string{"prod-admin"}, []string{"no-host", "baseline"}, 1},
+		{testClusters[2], []string{"everywhere", "stage-only"}, nil, []string{"no-latest", "baseline"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.cluster.Name, func(t *testing.T) {
@@ -170,8 +188,8 @@ func TestUnknownClusters(t *testing.T) {
 		t.Errorf("UnknownClusters = %q, want one containing %q", got, want[0])
 	}
 	got = p.UnknownClusters(testClusters[1:2])
-	if len(got) != 3 || !strings.Contains(got[2], want[1]) {
-		t.Errorf("UnknownClusters = %q, want 3, the last containing %q", got, want[1])
+	if len(got) != 4 || !strings.Contains(got[2], want[1]) {
+		t.Errorf("UnknownClusters = %q, want 4, the third containing %q", got, want[1])
 	}
 }
 

@@ -87,6 +87,8 @@ type HostAccessGuardrail struct {
 	Name  string `json:"name"`
 	Mode  Mode   `json:"mode"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 }
 
 // CELGuardrail is a rule of your own: a CEL expression that must be true for every Pod and
@@ -94,9 +96,11 @@ type HostAccessGuardrail struct {
 // and the variables podSpec (the pod spec wherever the kind keeps it) and containers (init
 // containers included), e.g. variables.containers.all(c, !c.image.endsWith(":latest")).
 type CELGuardrail struct {
-	Name       string `json:"name"`
-	Mode       Mode   `json:"mode"`
-	Scope      `json:",inline"`
+	Name  string `json:"name"`
+	Mode  Mode   `json:"mode"`
+	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target     `json:",inline"`
 	Expression string `json:"expression"`
 	// Message is what a refused request is told, after "guardrail <name>: ".
 	Message string `json:"message"`

@@ -75,6 +75,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "hostAccess"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 	}
 	for i, r := range g.CEL {
 		path := fmt.Sprintf("%s.cel[%d]", base, i)
@@ -82,6 +83,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "cel"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 		switch {
 		case strings.TrimSpace(r.Expression) == "":
 			v.bad(path+".expression", `required, a CEL expression true for allowed objects, such as variables.containers.all(c, !c.image.endsWith(":latest"))`)
