@@ -26,8 +26,12 @@ const (
 
 // ControllerConfig configures the grant controller.
 type ControllerConfig struct {
-	// Kube writes the grant bindings (the gateway's ClusterRole kaccess-gateway allows it).
+	// Kube writes the grant bindings (the gateway's ClusterRole kaccess-gateway allows it),
+	// with one cluster. With several, set Clusters instead.
 	Kube kubernetes.Interface
+	// Clusters write the grant bindings on each cluster behind the gateway: a request's go to
+	// the clusters it covers (Spec.Clusters; none listed: the Default one).
+	Clusters []ClusterClient
 	// Client reads and writes AccessRequests in Namespace.
 	Client dynamic.Interface
 	// Namespace holds the requests; default kaccess-system.
@@ -45,6 +49,20 @@ type ControllerConfig struct {
 	Logger *slog.Logger
 }
 
+// ClusterClient is one cluster the grant controller writes bindings on.
+type ClusterClient struct {
+	Name    string
+	Default bool
+	Kube    kubernetes.Interface
+}
+
+// clusterBindings are one cluster's grant bindings.
+type clusterBindings struct {
+	name      string
+	isDefault bool
+	bindings
+}
+
 // Controller binds each approved request's role to its grant group, deletes the bindings when
 // the grant ends (requeued exactly at expiresAt), marks due requests expired and sweeps away
 // bindings whose request is gone or over. Only one replica may run it: the lead elects one.
@@ -52,7 +70,7 @@ type Controller struct {
 	cfg      ControllerConfig
 	log      *slog.Logger
 	store    store
-	bindings bindings
+	clusters []clusterBindings
 	running  atomic.Bool
 	informer cache.SharedIndexInformer
 }
@@ -60,8 +78,13 @@ type Controller struct {
 // NewController checks cfg and returns a controller that does nothing until Run.
 func NewController(cfg ControllerConfig) (*Controller, error) {
 	var errs []error
-	if cfg.Kube == nil {
-		errs = append(errs, errors.New("access: ControllerConfig.Kube is required"))
+	if cfg.Kube == nil && len(cfg.Clusters) == 0 {
+		errs = append(errs, errors.New("access: ControllerConfig.Kube or Clusters is required"))
+	}
+	for i, c := range cfg.Clusters {
+		if c.Kube == nil {
+			errs = append(errs, fmt.Errorf("access: ControllerConfig.Clusters[%d].Kube is required", i))
+		}
 	}
 	if cfg.Client == nil {
 		errs = append(errs, errors.New("access: ControllerConfig.Client is required"))
@@ -88,10 +111,15 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("component", "access-grants-controller")
-	return &Controller{
-		cfg: cfg, log: log, store: store{cfg.Client, cfg.Namespace},
-		bindings: bindings{client: cfg.Kube, log: log},
-	}, nil
+	c := &Controller{cfg: cfg, log: log, store: store{cfg.Client, cfg.Namespace}}
+	if len(cfg.Clusters) == 0 {
+		c.clusters = []clusterBindings{{isDefault: true, bindings: bindings{client: cfg.Kube, log: log}}}
+	}
+	for _, cl := range cfg.Clusters {
+		c.clusters = append(c.clusters, clusterBindings{name: cl.Name, isDefault: cl.Default,
+			bindings: bindings{client: cl.Kube, log: log.With("cluster", cl.Name)}})
+	}
+	return c, nil
 }
 
 // Run watches AccessRequests and keeps the grant bindings in line until ctx ends. It sweeps
@@ -217,18 +245,32 @@ func (c *Controller) reconcile(ctx context.Context, name string) (time.Duration,
 		return 0, err
 	}
 	if r == nil {
-		return 0, c.bindings.deleteGrant(ctx, name)
+		return 0, c.deleteGrant(ctx, name)
 	}
 	now := c.cfg.Clock.Now()
 	if _, due := Expire(r, now, c.cfg.PendingTTL); due {
 		if err := c.expire(ctx, name); err != nil {
 			return 0, err
 		}
-		return 0, c.bindings.deleteGrant(ctx, name)
+		return 0, c.deleteGrant(ctx, name)
 	}
 	switch r.effectiveState() {
 	case StateApproved:
-		if err := c.bindings.ensure(ctx, r); err != nil {
+		// Each cluster on its own: one that is down fails this reconcile (retried with
+		// backoff) without holding up the others.
+		var errs []error
+		for _, cb := range c.clusters {
+			var err error
+			if covers(r.Spec.Clusters, cb.name, cb.isDefault) {
+				err = cb.ensure(ctx, r)
+			} else {
+				err = cb.deleteGrant(ctx, name)
+			}
+			if err != nil {
+				errs = append(errs, clusterErr(cb.name, err))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
 			return 0, err
 		}
 		// Exactly at expiry; the check above then ends the grant.
@@ -236,8 +278,26 @@ func (c *Controller) reconcile(ctx context.Context, name string) (time.Duration,
 	case StatePending:
 		return r.pendingUntil(c.cfg.PendingTTL).Sub(now), nil
 	default:
-		return 0, c.bindings.deleteGrant(ctx, name)
+		return 0, c.deleteGrant(ctx, name)
 	}
+}
+
+// deleteGrant deletes the bindings of request name on every cluster.
+func (c *Controller) deleteGrant(ctx context.Context, name string) error {
+	var errs []error
+	for _, cb := range c.clusters {
+		if err := cb.deleteGrant(ctx, name); err != nil {
+			errs = append(errs, clusterErr(cb.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func clusterErr(cluster string, err error) error {
+	if cluster == "" {
+		return err
+	}
+	return fmt.Errorf("cluster %s: %w", cluster, err)
 }
 
 // expire marks request name expired if it is due.
@@ -257,13 +317,15 @@ func (c *Controller) Sweep(ctx context.Context) error {
 		return errors.New("access: Sweep needs a running controller whose watch has synced")
 	}
 	now := c.cfg.Clock.Now()
-	active := func(name string) bool {
-		r, err := c.cached(name)
-		return err == nil && r != nil && r.ActiveAt(now)
-	}
 	var errs []error
-	if err := c.bindings.sweep(ctx, active); err != nil {
-		errs = append(errs, err)
+	for _, cb := range c.clusters {
+		active := func(name string) bool {
+			r, err := c.cached(name)
+			return err == nil && r != nil && r.ActiveAt(now) && covers(r.Spec.Clusters, cb.name, cb.isDefault)
+		}
+		if err := cb.sweep(ctx, active); err != nil {
+			errs = append(errs, clusterErr(cb.name, err))
+		}
 	}
 	for _, obj := range c.informer.GetIndexer().List() {
 		u, ok := obj.(*unstructured.Unstructured)

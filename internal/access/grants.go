@@ -23,7 +23,21 @@ type Grant struct {
 	RoleRef     RoleRef
 	Namespaces  []string
 	ClusterWide bool
-	ExpiresAt   time.Time
+	// Clusters the grant covers; empty: the default cluster only.
+	Clusters  []string
+	ExpiresAt time.Time
+}
+
+// Covers reports whether the grant holds on cluster (isDefault: it is the default one).
+func (g Grant) Covers(cluster string, isDefault bool) bool {
+	return covers(g.Clusters, cluster, isDefault)
+}
+
+func covers(clusters []string, cluster string, isDefault bool) bool {
+	if len(clusters) == 0 {
+		return isDefault
+	}
+	return slices.Contains(clusters, cluster)
 }
 
 // activeGrants picks user's requests in force at now, soonest to end first.
@@ -35,7 +49,8 @@ func activeGrants(requests []*AccessRequest, user string, now time.Time) []Grant
 		}
 		out = append(out, Grant{
 			Request: r.Name, Elevation: r.Spec.Elevation, Group: GrantGroup(r.Name), RoleRef: r.Spec.RoleRef,
-			Namespaces: slices.Clone(r.Spec.Namespaces), ClusterWide: r.Spec.ClusterWide, ExpiresAt: r.Status.ExpiresAt.Time,
+			Namespaces: slices.Clone(r.Spec.Namespaces), ClusterWide: r.Spec.ClusterWide,
+			Clusters: slices.Clone(r.Spec.Clusters), ExpiresAt: r.Status.ExpiresAt.Time,
 		})
 	}
 	slices.SortFunc(out, func(a, b Grant) int {

@@ -36,6 +36,9 @@ type ServiceConfig struct {
 	Clock clock.PassiveClock
 	// PendingTTL is how long a request waits for a decision; default 24h.
 	PendingTTL time.Duration
+	// Clusters are the clusters behind the gateway: a request covers those its elevation
+	// targets. Nil: requests cover the default cluster only.
+	Clusters []policy.Cluster
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -112,11 +115,20 @@ func requestName(elevation string) string {
 // Create stores a new pending request of caller, once it is on the audit record.
 func (s *Service) Create(ctx context.Context, caller Identity, in CreateInput) (*AccessRequest, error) {
 	now := s.cfg.Clock.Now()
-	r, err := NewRequest(s.currentPolicy(), caller, in, requestName(in.Elevation), now, s.cfg.PendingTTL)
+	pol := s.currentPolicy()
+	r, err := NewRequest(pol, caller, in, requestName(in.Elevation), now, s.cfg.PendingTTL)
 	if err != nil {
 		return nil, err
 	}
 	r.Namespace = s.cfg.Namespace
+	if s.cfg.Clusters != nil {
+		e := elevation(pol, in.Elevation) // NewRequest found it
+		r.Spec.Clusters = e.Target.Select(s.cfg.Clusters)
+		if len(r.Spec.Clusters) == 0 {
+			return nil, &InvalidError{Fields: []FieldError{{Field: "elevation",
+				Problem: fmt.Sprintf("elevation %q targets no cluster behind this gateway; ask your administrator", in.Elevation)}}}
+		}
+	}
 	t := Transition{Action: ActionCreated, Status: r.Status}
 	if err := record(s.cfg.Recorder, events(r, t, caller, "", now)); err != nil {
 		s.log.ErrorContext(ctx, "access request refused: audit record failed", "request", r.Name, "error", err)

@@ -75,8 +75,12 @@ type Spec struct {
 	Elevation  string    `json:"elevation"`
 	Namespaces []string  `json:"namespaces,omitempty"`
 	// ClusterWide grants through a ClusterRoleBinding instead of RoleBindings.
-	ClusterWide bool    `json:"clusterWide,omitempty"`
-	RoleRef     RoleRef `json:"roleRef"`
+	ClusterWide bool `json:"clusterWide,omitempty"`
+	// Clusters are the clusters behind the gateway the grant covers: those the elevation
+	// targets when the request was made. Empty (requests made before clusters could be
+	// targeted): the default cluster only.
+	Clusters []string `json:"clusters,omitempty"`
+	RoleRef  RoleRef  `json:"roleRef"`
 	// Duration is how long the grant lasts once approved, in Go notation ("1h").
 	Duration string `json:"duration"`
 	Reason   string `json:"reason,omitempty"`

@@ -38,7 +38,7 @@ var allowed = map[string][]string{
 	"internal/authn":                  {"internal/session"},
 	"internal/authn/ldap":             {"internal/authn", "internal/duration"},
 	"internal/authn/oidc":             {"internal/authn", "internal/duration"},
-	"internal/cli":                    {"internal/rbacsync", "internal/rbacsync/dryrun", "internal/rbacsync/policy"},
+	"internal/cli":                    {"internal/config", "internal/rbacsync", "internal/rbacsync/dryrun", "internal/rbacsync/policy"},
 	"internal/config":                 {"internal/audit/detect", "internal/authn/ldap", "internal/authn/oidc", "internal/duration", "internal/yamldoc"},
 	"internal/duration":               nil,
 	"internal/gateway":                {"internal/access", "internal/rbacsync/policy/review", "internal/alerting", "internal/audit/findings", "internal/apiserver", "internal/audit/capture", "internal/audit/chdb", "internal/audit/clickhouse", "internal/audit/detect", "internal/audit/event", "internal/audit/query", "internal/audit/schema", "internal/audit/ship", "internal/audit/spool", "internal/audit/webhook", "internal/authn", "internal/authn/ldap", "internal/authn/oidc", "internal/config", "internal/kubestatus", "internal/proxy", "internal/rbacsync", "internal/rbacsync/policy", "internal/requestctx", "internal/revocation", "internal/session", "internal/tlsutil", "internal/upstream"},

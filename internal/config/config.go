@@ -98,6 +98,9 @@ type Cluster struct {
 	TokenFile string `json:"tokenFile"`
 	// InCluster uses the pod's service account, for a gateway running inside the cluster.
 	InCluster bool `json:"inCluster"`
+	// Labels describe the cluster ("env: prod", "region: eu") for the access policy's
+	// clusterSelector, in Kubernetes label syntax.
+	Labels map[string]string `json:"labels"`
 }
 
 // Session tokens minted by the gateway after a login.

@@ -164,3 +164,30 @@ func TestMeasurementSwitches(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterLabels(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(`
+clusters:
+  - name: prod
+    kubeconfig: /k
+    labels: {env: prod, kaccess.io/region: eu}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Clusters[0].Labels["kaccess.io/region"]; got != "eu" {
+		t.Errorf("labels = %v", c.Clusters[0].Labels)
+	}
+	_, err = Parse([]byte(`
+clusters:
+  - name: prod
+    kubeconfig: /k
+    labels: {"bad key!": x, env: "not a value!"}
+`))
+	for _, want := range []string{`clusters[0].labels[bad key!]: "bad key!" is not a label key`, `clusters[0].labels[env]: "not a value!" is not a label value`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error = %v, want it to contain %q", err, want)
+		}
+	}
+}

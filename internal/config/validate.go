@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -10,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kaccess/kaccess/internal/authn/oidc"
 )
@@ -149,6 +152,15 @@ func (c *Config) validateClusters(p *problems) {
 				p.add(path+".server", "must be an https:// URL, got %q", cl.Server)
 			case u.Host == "":
 				p.add(path+".server", "has no host: %q", cl.Server)
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(cl.Labels)) {
+			lp := fmt.Sprintf("%s.labels[%s]", path, k)
+			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+				p.add(lp, "%q is not a label key: %s", k, strings.Join(msgs, "; "))
+			}
+			if msgs := validation.IsValidLabelValue(cl.Labels[k]); len(msgs) > 0 {
+				p.add(lp, "%q is not a label value: %s", cl.Labels[k], strings.Join(msgs, "; "))
 			}
 		}
 	}

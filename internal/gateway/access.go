@@ -17,13 +17,13 @@ import (
 	"github.com/kaccess/kaccess/internal/requestctx"
 )
 
-// governance is least privilege as code on the default cluster: RBAC sync from the access
-// policy, access requests, and the grants in force.
+// governance is least privilege as code: RBAC and guardrail sync from the access policy on
+// every cluster, access requests (kept on the default cluster), and the grants in force.
 type governance struct {
 	service    *access.Service
 	policy     *policy.Policy
 	grants     *access.Grants
-	rbac       *rbacsync.Controller
+	rbac       *rbacsync.Set
 	controller *access.Controller
 	namespace  string
 }
@@ -43,11 +43,16 @@ func (g *Gateway) setupAccess() error {
 	if err != nil {
 		return fmt.Errorf("access.policyFile %s: %w", ac.PolicyFile, err)
 	}
+	// The file may be shared with gateways in front of other clusters: names it targets that
+	// are not behind this one are worth a look, not a refusal to start.
+	for _, w := range pol.UnknownClusters(g.policyClusters()) {
+		g.log.Warn("access policy targets a cluster this gateway does not front", "policy_file", ac.PolicyFile, "problem", w)
+	}
 	cl := g.defaultCluster()
 	rec := g.audit.capture
 	svc, err := access.NewService(access.ServiceConfig{
 		Client: cl.Dynamic, Namespace: ac.Namespace, Policy: pol, Recorder: rec,
-		PendingTTL: ac.PendingTTL.D(), Logger: g.log,
+		PendingTTL: ac.PendingTTL.D(), Clusters: g.policyClusters(), Logger: g.log,
 	})
 	if err != nil {
 		return err
@@ -56,31 +61,70 @@ func (g *Gateway) setupAccess() error {
 	if err != nil {
 		return err
 	}
+	var kubes []access.ClusterClient
+	for i, c := range g.clusters {
+		kubes = append(kubes, access.ClusterClient{Name: c.Name, Default: g.cfg.Clusters[i].Default, Kube: c.Client})
+	}
 	ctrl, err := access.NewController(access.ControllerConfig{
-		Kube: cl.Client, Client: cl.Dynamic, Namespace: ac.Namespace, Recorder: rec,
+		Clusters: kubes, Client: cl.Dynamic, Namespace: ac.Namespace, Recorder: rec,
 		PendingTTL: ac.PendingTTL.D(), Logger: g.log,
 	})
 	if err != nil {
 		return err
 	}
-	rbac, err := rbacsync.New(rbacsync.Config{
-		Client: cl.Client, Policy: pol, Logger: g.log,
-		OnChange: func(c policy.Change) {
-			e := &event.Event{Kind: event.KindRBACChange, Cluster: cl.Name, Verb: string(c.Action),
-				APIGroup: changeGroup(c.Kind), APIVersion: "v1", Resource: rbacResource(c.Kind),
-				Namespace: c.Namespace, Name: c.Name,
-				Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync", "kind": c.Kind}}
-			e.SetStateOutcome(rbacChangeStatus(c.Action), "")
-			if err := rec.Record(e); err != nil {
-				g.log.Error("RBAC change not recorded in the audit log", "kind", c.Kind, "name", c.Name, "error", err.Error())
-			}
-		},
-	})
+	// One controller per cluster, each with the policy as that cluster sees it; one Lease
+	// (on the default cluster) lets one replica sync them all.
+	var controllers []*rbacsync.Controller
+	for _, c := range g.clusters {
+		ctl, err := rbacsync.New(rbacsync.Config{
+			Cluster: c.Name, Client: c.Client, Policy: pol.ForCluster(g.policyCluster(c.Name)), Logger: g.log,
+			OnChange: g.recordRBACChange(c.Name),
+		})
+		if err != nil {
+			return err
+		}
+		controllers = append(controllers, ctl)
+	}
+	rbac, err := rbacsync.NewSet(controllers...)
 	if err != nil {
 		return err
 	}
+	g.metrics.registry.MustRegister(rbacSyncCollector{rbac})
 	g.access = &governance{service: svc, policy: pol, grants: grants, rbac: rbac, controller: ctrl, namespace: ac.Namespace}
 	return nil
+}
+
+// recordRBACChange returns the OnChange of cluster's controller: each change is an audit event.
+func (g *Gateway) recordRBACChange(cluster string) func(policy.Change) {
+	rec := g.audit.capture
+	return func(c policy.Change) {
+		e := &event.Event{Kind: event.KindRBACChange, Cluster: cluster, Verb: string(c.Action),
+			APIGroup: changeGroup(c.Kind), APIVersion: "v1", Resource: rbacResource(c.Kind),
+			Namespace: c.Namespace, Name: c.Name,
+			Extra: map[string]string{"details": fmt.Sprint(c.Details), "by": "rbacsync", "kind": c.Kind}}
+		e.SetStateOutcome(rbacChangeStatus(c.Action), "")
+		if err := rec.Record(e); err != nil {
+			g.log.Error("RBAC change not recorded in the audit log", "cluster", cluster, "kind", c.Kind, "name", c.Name, "error", err.Error())
+		}
+	}
+}
+
+// policyClusters are the clusters behind the gateway as the policy's targeting sees them.
+func (g *Gateway) policyClusters() []policy.Cluster {
+	out := make([]policy.Cluster, len(g.cfg.Clusters))
+	for i, c := range g.cfg.Clusters {
+		out[i] = policy.Cluster{Name: c.Name, Labels: c.Labels}
+	}
+	return out
+}
+
+func (g *Gateway) policyCluster(name string) policy.Cluster {
+	for _, c := range g.policyClusters() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return policy.Cluster{Name: name}
 }
 
 // runAccess starts the grants cache on this replica and competes for the Lease under which
@@ -94,7 +138,7 @@ func (g *Gateway) runAccess(ctx context.Context) (wait func()) {
 	go func() {
 		defer close(done)
 		err := g.access.rbac.RunLeaderElected(ctx, rbacsync.LeaderConfig{
-			Namespace: g.access.namespace, Identity: rbacsync.DefaultIdentity(),
+			Client: g.defaultCluster().Client, Namespace: g.access.namespace, Identity: rbacsync.DefaultIdentity(),
 			AlsoRun: g.access.controller.Run,
 		})
 		if err != nil {
@@ -113,17 +157,19 @@ func (g *Gateway) runAccess(ctx context.Context) (wait func()) {
 	}
 }
 
-// withGrants adds the groups of the user's access grants in force to the identity the proxy
-// impersonates. The gateway checks expiry itself on every request, so access ends on time
-// even if the controller that removes grant bindings is down.
-func withGrants(next http.Handler, grants *access.Grants) http.Handler {
+// withGrants adds the groups of the user's access grants in force on cluster to the identity
+// the proxy impersonates. The gateway checks expiry itself on every request, so access ends
+// on time even if the controller that removes grant bindings is down; a grant for another
+// cluster adds nothing here even though its group name is the same everywhere.
+func withGrants(next http.Handler, grants *access.Grants, cluster string, isDefault bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := authn.IdentityFrom(r.Context())
 		if !ok {
 			next.ServeHTTP(w, r)
 			return
 		}
-		active := grants.ActiveGrants(id.User, time.Now())
+		active := slices.DeleteFunc(grants.ActiveGrants(id.User, time.Now()),
+			func(gr access.Grant) bool { return !gr.Covers(cluster, isDefault) })
 		if len(active) == 0 {
 			next.ServeHTTP(w, r)
 			return

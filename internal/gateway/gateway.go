@@ -236,9 +236,9 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Gateway, error)
 // buildHandlerChain wraps the proxy in the steps every request passes, outermost first.
 func (g *Gateway) buildHandlerChain(cluster string, p http.Handler, a authn.TokenAuthenticator, isDefault bool) http.Handler {
 	h := p
-	// Access grants in force add their groups; they are granted on the default cluster only.
-	if g.access != nil && isDefault {
-		h = withGrants(h, g.access.grants)
+	// Access grants in force add their groups, on the clusters each grant covers only.
+	if g.access != nil {
+		h = withGrants(h, g.access.grants, cluster, isDefault)
 	}
 	// Ordinary requests are bounded in time; watches and upgrades are not. Inside
 	// authentication so a slow token check does not eat the upstream's time.

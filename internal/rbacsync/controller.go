@@ -39,6 +39,9 @@ const syncKey = "sync"
 
 // Config configures a Controller.
 type Config struct {
+	// Cluster names the cluster Client reaches, for logs and Set's reports; may be empty
+	// with one cluster.
+	Cluster string
 	// Client writes RBAC objects. Its identity needs the rules of the shipped ClusterRole
 	// kaccess-gateway (deploy/kubernetes/rbac.yaml).
 	Client kubernetes.Interface
@@ -114,8 +117,12 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.MaxRetry < cfg.MinRetry {
 		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
 	}
+	log := cfg.Logger.With("component", "rbacsync")
+	if cfg.Cluster != "" {
+		log = log.With("cluster", cfg.Cluster)
+	}
 	return &Controller{
-		cfg: cfg, log: cfg.Logger.With("component", "rbacsync"), apply: applier{cfg.Client},
+		cfg: cfg, log: log, apply: applier{cfg.Client},
 		limiter: rate.NewLimiter(passRate, passBurst), policy: cfg.Policy,
 	}, nil
 }
@@ -137,6 +144,9 @@ func (c *Controller) SetPolicy(p *policy.Policy) error {
 	}
 	return nil
 }
+
+// Cluster is Config.Cluster.
+func (c *Controller) Cluster() string { return c.cfg.Cluster }
 
 // Status returns how the last passes went.
 func (c *Controller) Status() Status {

@@ -44,6 +44,8 @@ type ImageGuardrail struct {
 	Name  string `json:"name"`
 	Mode  Mode   `json:"mode"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 	// Allowed are image prefixes as written in pod specs: one ending in "/" allows everything
 	// under it ("registry.example.com/", "ghcr.io/acme/"); one without allows exactly that
 	// repository with any tag or digest ("docker.io/library/nginx").
@@ -58,6 +60,8 @@ type ResourceGuardrail struct {
 	Name  string `json:"name"`
 	Mode  Mode   `json:"mode"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 	// Requests and Limits are the resources every container must set: "cpu" and/or "memory".
 	// Default (both absent): cpu and memory for both; [] requires none.
 	Requests []string `json:"requests,omitempty"`
@@ -83,6 +87,8 @@ type HostAccessGuardrail struct {
 	Name  string `json:"name"`
 	Mode  Mode   `json:"mode"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 }
 
 // CELGuardrail is a rule of your own: a CEL expression that must be true for every Pod and
@@ -90,9 +96,11 @@ type HostAccessGuardrail struct {
 // and the variables podSpec (the pod spec wherever the kind keeps it) and containers (init
 // containers included), e.g. variables.containers.all(c, !c.image.endsWith(":latest")).
 type CELGuardrail struct {
-	Name       string `json:"name"`
-	Mode       Mode   `json:"mode"`
-	Scope      `json:",inline"`
+	Name  string `json:"name"`
+	Mode  Mode   `json:"mode"`
+	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target     `json:",inline"`
 	Expression string `json:"expression"`
 	// Message is what a refused request is told, after "guardrail <name>: ".
 	Message string `json:"message"`
@@ -113,6 +121,8 @@ type PodSecurityGuardrail struct {
 	Mode  Mode   `json:"mode"`
 	Level string `json:"level"`
 	Scope `json:",inline"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 }
 
 // NetworkGuardrail gives every selected namespace a default-deny ingress NetworkPolicy and
@@ -120,7 +130,9 @@ type PodSecurityGuardrail struct {
 type NetworkGuardrail struct {
 	Name  string `json:"name"`
 	Scope `json:",inline"`
-	Allow []Flow `json:"allow,omitempty"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
+	Allow  []Flow `json:"allow,omitempty"`
 }
 
 // Flow lets traffic from peers reach the pods PodSelector selects (nil: every pod of the

@@ -35,6 +35,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "images"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 		if len(r.Allowed) == 0 {
 			v.bad(path+".allowed", `at least one registry or repository is required, such as "registry.example.com/"`)
 		}
@@ -49,6 +50,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "resources"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 		v.resourceNames(path+".requests", r.Requests)
 		v.resourceNames(path+".limits", r.Limits)
 		if r.Requests != nil && r.Limits != nil && len(r.Requests)+len(r.Limits)+len(r.Maximums) == 0 {
@@ -73,6 +75,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "hostAccess"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 	}
 	for i, r := range g.CEL {
 		path := fmt.Sprintf("%s.cel[%d]", base, i)
@@ -80,6 +83,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "cel"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 		switch {
 		case strings.TrimSpace(r.Expression) == "":
 			v.bad(path+".expression", `required, a CEL expression true for allowed objects, such as variables.containers.all(c, !c.image.endsWith(":latest"))`)
@@ -100,6 +104,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		kinds[r.Name] = "podSecurity"
 		v.mode(path+".mode", r.Mode)
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 		if r.Level != LevelBaseline && r.Level != LevelRestricted {
 			v.bad(path+".level", "must be %q or %q, got %q", LevelBaseline, LevelRestricted, r.Level)
 		}
@@ -109,6 +114,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		v.name(path+".name", r.Name, names)
 		kinds[r.Name] = "networkPolicies"
 		v.scope(path, r.Scope)
+		v.target(path, r.Target)
 		flows := map[string]bool{}
 		for j, f := range r.Allow {
 			fp := fmt.Sprintf("%s.allow[%d]", path, j)

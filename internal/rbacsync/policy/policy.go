@@ -74,6 +74,8 @@ type Binding struct {
 	Namespaces        []string              `json:"namespaces,omitempty"`
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	ClusterWide       bool                  `json:"clusterWide,omitempty"`
+	// Target picks the clusters it applies to; none set: every cluster.
+	Target `json:",inline"`
 }
 
 // Elevation is a role that members of Requesters may ask for, for at most MaxDuration, in
@@ -93,6 +95,9 @@ type Elevation struct {
 	ReasonRequired *bool `json:"reasonRequired,omitempty"`
 	// AllowSelfApproval defaults to false.
 	AllowSelfApproval *bool `json:"allowSelfApproval,omitempty"`
+	// Target picks the clusters a grant covers: a request is granted on every targeted
+	// cluster behind the gateway (none set: every cluster).
+	Target `json:",inline"`
 }
 
 // Load decodes a policy strictly (unknown, duplicate or wrongly cased fields are errors), fills

@@ -53,6 +53,7 @@ func (p *Policy) Validate() error {
 		if scopes != 1 {
 			v.bad(path, "set exactly one of namespaces, namespaceSelector and clusterWide")
 		}
+		v.target(path, b.Target)
 	}
 	elevations := map[string]bool{}
 	for i, e := range p.Elevations {
@@ -77,6 +78,7 @@ func (p *Policy) Validate() error {
 			v.bad(path+".approvals", "must be at least 1, got %d", *e.Approvals)
 		}
 		v.duration(path+".maxDuration", e.MaxDuration)
+		v.target(path, e.Target)
 	}
 	if p.Guardrails != nil {
 		v.guardrails(p.Guardrails)
