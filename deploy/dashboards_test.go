@@ -277,6 +277,12 @@ func gatewayMetricNames(t *testing.T) map[string]bool {
 		Clusters: []config.Cluster{{Name: "test", Server: c.URL, CAFile: c.CAFile, TokenFile: c.GatewayTokenFile}},
 	}
 	cfg.Audit.Webhook.TokenFile = tokenFile
+	// An access policy, so the leader's RBAC sync exports its per-cluster series too.
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte("apiVersion: kaccess.io/v1alpha1\nkind: AccessPolicy\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Access.PolicyFile = policyFile
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -314,7 +320,26 @@ func gatewayMetricNames(t *testing.T) map[string]bool {
 	}
 	resp.Body.Close()
 
-	resp, err = http.Get("http://" + g.OpsAddr() + "/metrics")
+	// The sync series appear once this replica leads and ran a pass: scrape until they do.
+	var names map[string]bool
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		names = scrapeMetricNames(t, "http://"+g.OpsAddr()+"/metrics")
+		if names["kaccess_rbacsync_cluster_up"] || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !names["kaccess_requests_total"] || !names["kaccess_logins_total"] || !names["kaccess_audit_webhook_events_total"] || !names["kaccess_rbacsync_cluster_up"] {
+		t.Fatalf("the gateway's /metrics lacks series the test made sure of: %v", names)
+	}
+	return names
+}
+
+// scrapeMetricNames returns the metric names a /metrics page declares (with a histogram's
+// and summary's series).
+func scrapeMetricNames(t *testing.T, url string) map[string]bool {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,9 +358,6 @@ func gatewayMetricNames(t *testing.T) map[string]bool {
 				}
 			}
 		}
-	}
-	if !names["kaccess_requests_total"] || !names["kaccess_logins_total"] || !names["kaccess_audit_webhook_events_total"] {
-		t.Fatalf("the gateway's /metrics lacks series the test made sure of: %v", names)
 	}
 	return names
 }
