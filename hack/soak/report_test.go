@@ -20,8 +20,7 @@ type report struct {
 	// its API server was stopped.
 	RestartWithoutAPIServer string `json:"restartWithoutAPIServer"`
 
-	KillAt         time.Time `json:"-"`
-	ReplicaRestart string    `json:"-"`
+	KillAt time.Time `json:"-"`
 }
 
 type phaseReport struct {
@@ -138,7 +137,6 @@ func (rep *report) build(names []string, outs []outcome) {
 			c.P50ms, c.P99ms = quantile(d, 0.50), quantile(d, 0.99)
 		}
 	}
-	rep.Recovery.ReplicaRestart = rep.ReplicaRestart
 	if !rep.KillAt.IsZero() {
 		// What the killed replica's clients saw: calls cut off with no answer from either
 		// replica, the longest a call waited for its answer (from the other replica), and when

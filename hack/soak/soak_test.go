@@ -122,7 +122,7 @@ func (r *rig) phases(tr *traffic, rep *report) []phase {
 			rep.KillAt = time.Now()
 			must(r.t, a.kill())
 			time.Sleep(3 * time.Second)
-			rep.ReplicaRestart = r.start(a, true).Round(time.Millisecond).String()
+			rep.Recovery.ReplicaRestart = r.start(a, true).Round(time.Millisecond).String()
 		}},
 		{name: "lease-lost", fault: func() { r.grantThroughControllerOutage(tr, rep) }, clear: func() {
 			_ = r.cluster.AdminClient().CoordinationV1().Leases("kaccess-system").Delete(ctx, "kaccess-rbacsync", metav1.DeleteOptions{})

@@ -155,18 +155,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 
 // retrySpool runs op until it succeeds, backing off between failures it can get past.
 func (s *Shipper) retrySpool(ctx context.Context, what string, op func() error) error {
-	backoff := s.cfg.MinBackoff
-	for attempt := 1; ; attempt++ {
-		err := op()
-		if err == nil {
-			if attempt > 1 {
-				s.cfg.Logger.Info("audit spool usable again; shipping resumes", "op", what, "attempts", attempt)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return s.retry(ctx, op, func(err error, attempt int, backoff time.Duration) error {
 		var corrupt *spool.CorruptError
 		if errors.Is(err, spool.ErrClosed) || errors.As(err, &corrupt) {
 			return fmt.Errorf("ship: %s spool: %w", what, err)
@@ -174,6 +163,31 @@ func (s *Shipper) retrySpool(ctx context.Context, what string, op func() error) 
 		s.spoolErrors.Add(1)
 		s.cfg.Logger.Error("audit spool could not be used; retrying (records wait in the spool)",
 			"op", what, "error", err.Error(), "attempt", attempt, "retry_in", backoff.String())
+		return nil
+	}, func(attempts int) {
+		s.cfg.Logger.Info("audit spool usable again; shipping resumes", "op", what, "attempts", attempts)
+	})
+}
+
+// retry runs op until it succeeds or ctx ends, sleeping MinBackoff, doubling up to MaxBackoff,
+// after each failure. failed sees every failure and may end the retries by returning an error;
+// recovered, if set, is told when op succeeds after failing.
+func (s *Shipper) retry(ctx context.Context, op func() error, failed func(err error, attempt int, backoff time.Duration) error, recovered func(attempts int)) error {
+	backoff := s.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil {
+			if attempt > 1 && recovered != nil {
+				recovered(attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if stop := failed(err, attempt, backoff); stop != nil {
+			return stop
+		}
 		if err := sleep(ctx, backoff); err != nil {
 			return err
 		}
@@ -182,25 +196,21 @@ func (s *Shipper) retrySpool(ctx context.Context, what string, op func() error) 
 }
 
 func (s *Shipper) open(ctx context.Context) (Sink, error) {
-	backoff := s.cfg.MinBackoff
-	for {
-		sink, err := s.cfg.Open(ctx)
-		if err == nil {
-			s.connected.Store(true)
-			s.up.Store(true)
-			return sink, nil
-		}
-		s.up.Store(false)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
+	var sink Sink
+	err := s.retry(ctx, func() (err error) {
+		sink, err = s.cfg.Open(ctx)
+		s.up.Store(err == nil)
+		return err
+	}, func(err error, _ int, backoff time.Duration) error {
 		s.cfg.Logger.Warn("audit store not reachable; records stay in the spool until it is",
 			"error", err.Error(), "retry_in", backoff.String())
-		if err := sleep(ctx, backoff); err != nil {
-			return nil, err
-		}
-		backoff = min(2*backoff, s.cfg.MaxBackoff)
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
+	s.connected.Store(true)
+	return sink, nil
 }
 
 // decode turns the batch into events, reusing the event structs of earlier batches.

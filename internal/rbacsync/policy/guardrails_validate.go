@@ -25,17 +25,26 @@ const maxExpression = 5120
 // Resource names a ResourceGuardrail may require.
 var guardrailResources = []string{"cpu", "memory"}
 
+// guardrail checks what every guardrail has (a unique name, its mode where it has one, its
+// namespaces and clusters) and returns its field path.
+func (v *validator) guardrail(list string, i int, name string, mode *Mode, scope Scope, target Target, names map[string]bool, kinds map[string]string) string {
+	path := fmt.Sprintf("guardrails.%s[%d]", list, i)
+	v.name(path+".name", name, names)
+	kinds[name] = list
+	if mode != nil {
+		v.mode(path+".mode", *mode)
+	}
+	v.scope(path, scope)
+	v.target(path, target)
+	return path
+}
+
 func (v *validator) guardrails(g *Guardrails) {
 	const base = "guardrails"
 	names := map[string]bool{}
 	kinds := map[string]string{} // guardrail name -> list it is in
 	for i, r := range g.Images {
-		path := fmt.Sprintf("%s.images[%d]", base, i)
-		v.name(path+".name", r.Name, names)
-		kinds[r.Name] = "images"
-		v.mode(path+".mode", r.Mode)
-		v.scope(path, r.Scope)
-		v.target(path, r.Target)
+		path := v.guardrail("images", i, r.Name, &r.Mode, r.Scope, r.Target, names, kinds)
 		if len(r.Allowed) == 0 {
 			v.bad(path+".allowed", `at least one registry or repository is required, such as "registry.example.com/"`)
 		}
@@ -45,12 +54,7 @@ func (v *validator) guardrails(g *Guardrails) {
 		}
 	}
 	for i, r := range g.Resources {
-		path := fmt.Sprintf("%s.resources[%d]", base, i)
-		v.name(path+".name", r.Name, names)
-		kinds[r.Name] = "resources"
-		v.mode(path+".mode", r.Mode)
-		v.scope(path, r.Scope)
-		v.target(path, r.Target)
+		path := v.guardrail("resources", i, r.Name, &r.Mode, r.Scope, r.Target, names, kinds)
 		v.resourceNames(path+".requests", r.Requests)
 		v.resourceNames(path+".limits", r.Limits)
 		if r.Requests != nil && r.Limits != nil && len(r.Requests)+len(r.Limits)+len(r.Maximums) == 0 {
@@ -70,20 +74,10 @@ func (v *validator) guardrails(g *Guardrails) {
 		}
 	}
 	for i, r := range g.HostAccess {
-		path := fmt.Sprintf("%s.hostAccess[%d]", base, i)
-		v.name(path+".name", r.Name, names)
-		kinds[r.Name] = "hostAccess"
-		v.mode(path+".mode", r.Mode)
-		v.scope(path, r.Scope)
-		v.target(path, r.Target)
+		v.guardrail("hostAccess", i, r.Name, &r.Mode, r.Scope, r.Target, names, kinds)
 	}
 	for i, r := range g.CEL {
-		path := fmt.Sprintf("%s.cel[%d]", base, i)
-		v.name(path+".name", r.Name, names)
-		kinds[r.Name] = "cel"
-		v.mode(path+".mode", r.Mode)
-		v.scope(path, r.Scope)
-		v.target(path, r.Target)
+		path := v.guardrail("cel", i, r.Name, &r.Mode, r.Scope, r.Target, names, kinds)
 		switch {
 		case strings.TrimSpace(r.Expression) == "":
 			v.bad(path+".expression", `required, a CEL expression true for allowed objects, such as variables.containers.all(c, !c.image.endsWith(":latest"))`)
@@ -99,22 +93,13 @@ func (v *validator) guardrails(g *Guardrails) {
 		}
 	}
 	for i, r := range g.PodSecurity {
-		path := fmt.Sprintf("%s.podSecurity[%d]", base, i)
-		v.name(path+".name", r.Name, names)
-		kinds[r.Name] = "podSecurity"
-		v.mode(path+".mode", r.Mode)
-		v.scope(path, r.Scope)
-		v.target(path, r.Target)
+		path := v.guardrail("podSecurity", i, r.Name, &r.Mode, r.Scope, r.Target, names, kinds)
 		if r.Level != LevelBaseline && r.Level != LevelRestricted {
 			v.bad(path+".level", "must be %q or %q, got %q", LevelBaseline, LevelRestricted, r.Level)
 		}
 	}
 	for i, r := range g.NetworkPolicies {
-		path := fmt.Sprintf("%s.networkPolicies[%d]", base, i)
-		v.name(path+".name", r.Name, names)
-		kinds[r.Name] = "networkPolicies"
-		v.scope(path, r.Scope)
-		v.target(path, r.Target)
+		path := v.guardrail("networkPolicies", i, r.Name, nil, r.Scope, r.Target, names, kinds)
 		flows := map[string]bool{}
 		for j, f := range r.Allow {
 			fp := fmt.Sprintf("%s.allow[%d]", path, j)
